@@ -1,0 +1,275 @@
+"""The ``fer-bench`` command line.
+
+Commands only parse arguments and call plain functions.  User errors print
+one line on stderr and exit with status 1, without a traceback; data goes to
+files or stdout, diagnostics to stderr.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+
+from fer_classic.classifiers import CLASSIFIERS
+from fer_classic.features import FEATURES, LandmarkModelError, parse_feature_spec
+from fer_classic.model import ModelFileError
+
+from .datasets import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
+
+USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter)
+
+
+class UserError(click.ClickException):
+    """One line on stderr, exit status 1."""
+
+    def show(self, file=None):
+        click.echo(f"fer-bench: error: {self.format_message()}", err=True)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn the errors a user can fix into one clear line and exit status 1."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        raise UserError(str(error)) from None
+    except KeyboardInterrupt:
+        click.echo("fer-bench: interrupted; finished cells are saved, rerun the same command to resume", err=True)
+        sys.exit(130)
+
+
+def parse_value(text: str):
+    """``10`` -> 10, ``(4, 4)`` -> (4, 4), ``balanced`` -> 'balanced', ``None`` -> None."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_params(pairs, *, nested: bool = False) -> dict:
+    """``KEY=VALUE`` options -> dict; with ``nested``, ``feature.key=value`` -> {feature: {key: value}}."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE")
+        key = key.strip()
+        if nested:
+            feature, dot, name = key.partition(".")
+            if not dot:
+                raise click.BadParameter(f"{pair!r}: write FEATURE.PARAM=VALUE, e.g. hog.orientations=12")
+            out.setdefault(feature, {})[name] = parse_value(value)
+        else:
+            out[key] = parse_value(value)
+    return out
+
+
+def split_list(value: str | None) -> list:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def validate_features(ctx, param, value):
+    try:
+        for spec in split_list(value):
+            parse_feature_spec(spec)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+def validate_classifiers(ctx, param, value):
+    for name in split_list(value):
+        if name.lower() not in CLASSIFIERS:
+            raise click.BadParameter(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    return value
+
+
+data_option = click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    envvar=DATA_ENV,
+    default="data/fer2013",
+    show_default=True,
+    help=f"Dataset folder (Kaggle FER-2013 layout or class folders) or fer2013.csv; env {DATA_ENV}.",
+)
+cache_option = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    envvar=CACHE_ENV,
+    default=None,
+    help=f"Where decoded arrays and features are cached [default: ~/.cache/fer-bench; env {CACHE_ENV}].",
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits and models.")
+
+
+class FerBenchGroup(click.Group):
+    """A click group whose usage errors are one line on stderr and exit status 1, like every user error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+            click.echo(f"fer-bench: error: {error.format_message()}{hint}", err=True)
+            sys.exit(1)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("fer-bench: aborted", err=True)
+            sys.exit(1)
+        sys.exit(0)
+
+
+@click.group(cls=FerBenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fer-bench")
+def cli():
+    """fer-bench: facial expression recognition, classical features and CNNs side by side.
+
+    \b
+    fer-bench data info                       split sizes and class counts
+    fer-bench list                            feature and classifier registries
+    fer-bench run --features hog --classifier svm
+                                              train, select on PublicTest, score on PrivateTest
+    """
+
+
+def main():
+    cli(prog_name="fer-bench")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@cli.group()
+def data():
+    """Inspect datasets."""
+
+
+@data.command("info")
+@data_option
+@cache_option
+@seed_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def data_info(data_path, cache_dir, seed, as_json):
+    """Print the split sizes and the per-class counts of a dataset."""
+    import json
+
+    from .datasets import load_dataset
+
+    with user_errors():
+        dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir(), seed=seed)
+    info = dataset.describe()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"dataset: {info['dataset']}  ({info['source']})")
+    click.echo(f"split:   {info['split_method']}")
+    names = list(info["splits"])
+    width = max(len(c) for c in info["classes"] + ["total"])
+    click.echo(f"{'class':<{width}}  " + "  ".join(f"{n:>11}" for n in names))
+    for name in info["classes"]:
+        click.echo(f"{name:<{width}}  " + "  ".join(f"{info['splits'][n]['per_class'][name]:>11,}" for n in names))
+    click.echo(f"{'total':<{width}}  " + "  ".join(f"{info['splits'][n]['n']:>11,}" for n in names))
+
+
+# --------------------------------------------------------------------------- list
+
+
+@cli.command("list")
+def list_registries():
+    """Print the feature and classifier registries with their parameters."""
+    from fer_classic.classifiers import CLASSIFIERS
+
+    click.echo("features (combine with '+', e.g. hog+lbp+landmarks):")
+    for name, cls in FEATURES.items():
+        params = {k: v for k, v in cls().get_params().items() if k != "n_jobs"}
+        click.echo(f"  {name:<11} " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+    click.echo("classifiers:")
+    for name, spec in CLASSIFIERS.items():
+        click.echo(f"  {name:<11} {spec.description}")
+        click.echo(f"  {'':<11} " + ", ".join(f"{k}={v!r}" for k, v in spec.defaults().items()))
+        if spec.grid:
+            click.echo(f"  {'':<11} selected on the validation split from: "
+                       + "; ".join(f"{k} in {v}" for k, v in spec.grid.items()))
+
+
+# --------------------------------------------------------------------------- run
+
+
+@cli.command("run")
+@click.option("--features", callback=validate_features, default="hog", show_default=True,
+              help=f"Feature set(s), comma-separated; each a '+' combination of {', '.join(FEATURES)}.")
+@click.option("--classifier", callback=validate_classifiers, default="svm", show_default=True,
+              help=f"Classifier(s), comma-separated: {', '.join(CLASSIFIERS)}.")
+@data_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/latest", show_default=True,
+              help="Output folder for records and models.")
+@cache_option
+@seed_option
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Fix a classifier parameter (repeatable), e.g. C=10 or class_weight=balanced.")
+@click.option("--feature-param", "feature_params", multiple=True, metavar="FEATURE.KEY=VALUE",
+              help="Set a feature parameter (repeatable), e.g. hog.pixels_per_cell=(4,4).")
+@click.option("--select/--no-select", default=True, show_default=True,
+              help="Choose hyperparameters on the validation split (PublicTest) from the registry grid.")
+@click.option("--flip/--no-flip", default=False, show_default=True,
+              help="Add horizontally mirrored copies of the training faces.")
+@click.option("--force", is_flag=True, help="Retrain cells that already have a finished record.")
+def run(features, classifier, data_path, out_dir, cache_dir, seed, params, feature_params, select, flip, force):
+    """Train, select on the validation split and score on the test split; write records and models.
+
+    Every (features, classifier) pair is one cell.  A finished cell with the same
+    settings is skipped on a rerun; a failed one is retried.
+    """
+    from .sweep import run_sweep
+
+    with user_errors():
+        classifier_params = parse_params(params)
+        feature_param_dict = parse_params(feature_params, nested=True)
+        records = run_sweep(
+            data_path=data_path,
+            features=split_list(features),
+            classifiers=[c.lower() for c in split_list(classifier)],
+            out_dir=out_dir,
+            cache_dir=cache_dir or default_cache_dir(),
+            seed=seed,
+            classifier_params=classifier_params,
+            feature_params=feature_param_dict,
+            select=select,
+            flip=flip,
+            force=force,
+            log=lambda message: click.echo(message, err=True),
+        )
+    click.echo(format_records_table(records))
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        for record in failed:
+            click.echo(f"fer-bench: {record['cell']} failed: {record['error']}", err=True)
+        sys.exit(1)
+
+
+def format_records_table(records) -> str:
+    """A short text table of records: cell, accuracy, macro F1, timings."""
+    header = f"{'cell':<28} {'test':>12} {'accuracy':>9} {'macro F1':>9} {'fit s':>8} {'ms/face':>8} {'status':>7}"
+    lines = [header, "-" * len(header)]
+    for r in records:
+        if r.get("status") == "ok":
+            lines.append(
+                f"{r['cell']:<28} {r['split']['test']:>12} {r['accuracy']:>9.4f} {r['f1_macro']:>9.4f} "
+                f"{r['fit_seconds']:>8.1f} {r['predict_ms_per_face']:>8.3f} {'ok':>7}"
+            )
+        else:
+            lines.append(f"{r['cell']:<28} {'':>12} {'':>9} {'':>9} {'':>8} {'':>8} {'error':>7}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

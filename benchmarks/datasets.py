@@ -1,0 +1,517 @@
+"""Datasets: FER-2013 (Kaggle folders or the original CSV) and generic class folders.
+
+Every loader returns a :class:`Dataset` holding three :class:`Split` objects
+(fit, model selection, reported score) of ``uint8`` faces shaped ``(n, 48, 48)``
+with integer labels indexing ``Dataset.classes``.
+
+FER-2013 keeps its canonical split: Training for fitting, PublicTest for model
+selection, PrivateTest for the reported numbers.  The Kaggle folder layout
+records the usage in the file-name prefix, the CSV in its ``Usage`` column;
+both load to the same split.  Where no usage is recorded, a seeded stratified
+split is made and stated in ``Dataset.split_method``.
+
+Decoded arrays are cached on disk, keyed by the files' names, sizes and
+modification times (or the CSV's bytes), so a second load skips decoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""FER-2013 label order: the integer ``emotion`` in the CSV indexes this tuple."""
+
+FACE_SIZE = 48
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+FER2013_USAGES = ("Training", "PublicTest", "PrivateTest")
+CSV_HEADER = ["emotion", "pixels", "Usage"]
+CACHE_FORMAT = 1
+DATA_ENV = "FER_BENCH_DATA"
+CACHE_ENV = "FER_BENCH_CACHE"
+
+
+class DatasetError(ValueError):
+    """A dataset could not be loaded; the message names the path and the remedy."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset: faces ``X`` (n, 48, 48) uint8 and labels ``y`` (n,) int64."""
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def class_counts(self, n_classes: int) -> np.ndarray:
+        return np.bincount(self.y, minlength=n_classes)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset with its three splits.
+
+    Attributes
+    ----------
+    name : str
+        ``"fer2013"`` or the folder name for generic class folders.
+    source : str
+        The path it was loaded from.
+    classes : tuple of str
+        Label names; ``y`` values index this tuple.
+    train, val, test : Split
+        Fitting, model selection and reported-score splits.
+    split_method : str
+        How the split was made, in words (canonical usage or seeded stratified).
+    content_key : str
+        Hash of the dataset's content; identifies it in records and caches.
+    """
+
+    name: str
+    source: str
+    classes: tuple
+    train: Split
+    val: Split
+    test: Split
+    split_method: str
+    content_key: str
+    notes: tuple = field(default_factory=tuple)
+
+    @property
+    def splits(self) -> tuple:
+        return (self.train, self.val, self.test)
+
+    def describe(self) -> dict:
+        """Split sizes and per-class counts, as plain data."""
+        return {
+            "dataset": self.name,
+            "source": self.source,
+            "split_method": self.split_method,
+            "classes": list(self.classes),
+            "splits": {
+                split.name: {
+                    "n": len(split),
+                    "per_class": dict(zip(self.classes, split.class_counts(len(self.classes)).tolist())),
+                }
+                for split in self.splits
+            },
+        }
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def default_data_path() -> Path:
+    """``$FER_BENCH_DATA`` if set, else ``data/fer2013`` under the working directory."""
+    return Path(os.environ.get(DATA_ENV, "data/fer2013"))
+
+
+def default_cache_dir() -> Path:
+    """``$FER_BENCH_CACHE`` if set, else ``~/.cache/fer-bench``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fer-bench"
+
+
+# --------------------------------------------------------------------------- images
+
+
+def to_face(image: np.ndarray) -> np.ndarray:
+    """Convert any decoded image (gray, BGR or BGRA, any size) to a 48x48 uint8 gray face."""
+    import cv2
+
+    if image.ndim == 3:
+        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        image = cv2.cvtColor(image, code)
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.shape != (FACE_SIZE, FACE_SIZE):
+        interpolation = cv2.INTER_AREA if min(image.shape) > FACE_SIZE else cv2.INTER_LINEAR
+        image = cv2.resize(image, (FACE_SIZE, FACE_SIZE), interpolation=interpolation)
+    return image
+
+
+def read_face(path: Path) -> np.ndarray | None:
+    """Decode an image file to a 48x48 gray face, or ``None`` if it cannot be decoded."""
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None
+    return to_face(image)
+
+
+def _decode_all(paths: list) -> np.ndarray:
+    """Decode every path; one error listing every file that could not be read."""
+    X = np.empty((len(paths), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+    bad = []
+    for i, path in enumerate(_progress(paths, "decoding images")):
+        face = read_face(path)
+        if face is None:
+            bad.append(str(path))
+        else:
+            X[i] = face
+    if bad:
+        shown = "\n  ".join(bad[:10])
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise DatasetError(
+            f"{len(bad)} image file(s) could not be decoded (corrupt, empty or not an image):\n  {shown}{more}\n"
+            "Remove or replace them and load again."
+        )
+    return X
+
+
+def _progress(items, description: str):
+    """A tqdm bar on stderr for long loops; silent for short ones."""
+    if len(items) < 2000:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=description, unit="img", leave=False, disable=None)  # hidden when not a terminal
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _cache_path(cache_dir, key: str) -> Path | None:
+    if cache_dir is False:
+        return None
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return directory / f"arrays-v{CACHE_FORMAT}-{key}.npz"
+
+
+def _cache_load(path: Path | None):
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache file is rebuilt, never trusted
+
+
+def _cache_save(path: Path | None, **arrays) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    except OSError:
+        pass  # a read-only cache location costs speed, not correctness
+
+
+def _files_key(root: Path, files: list, stats: list, extra: str) -> str:
+    """Hash of relative file names, sizes and mtimes: changes when any file does."""
+    digest = hashlib.sha256(extra.encode())
+    skip = len(str(root)) + 1
+    digest.update("".join(f"{path[skip:]}\0{size}\0{mtime}\n" for path, (size, mtime) in zip(files, stats)).encode())
+    return digest.hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def stratified_split(y: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0):
+    """Indices of a seeded stratified split into len(fractions) parts.
+
+    Every class is shuffled with ``seed`` and cut by ``fractions``, so each part
+    keeps the class proportions (classes with few images may leave a part empty).
+    """
+    rng = np.random.default_rng(seed)
+    parts = [[] for _ in fractions]
+    bounds = np.cumsum(fractions) / np.sum(fractions)
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        cuts = np.round(bounds * len(members)).astype(int)
+        start = 0
+        for part, stop in zip(parts, cuts):
+            part.extend(members[start:stop].tolist())
+            start = stop
+    return [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
+
+
+def _split_from_usage(X, y, usage, names=FER2013_USAGES):
+    return tuple(Split(name, X[usage == name], y[usage == name]) for name in names)
+
+
+# --------------------------------------------------------------------------- FER-2013
+
+
+def _resolve_class(name: str, root: Path, classes) -> int:
+    try:
+        return list(classes).index(name.lower())
+    except ValueError:
+        raise DatasetError(
+            f"{root / name}: unknown class folder {name!r}; FER-2013 class folders are "
+            f"{', '.join(classes)}. Rename or remove it."
+        ) from None
+
+
+def _usage_of(filename: str) -> str | None:
+    for usage in FER2013_USAGES:
+        if filename.startswith(usage + "_"):
+            return usage
+    return None
+
+
+def _list_images(folder: Path):
+    """Image files below ``folder`` (sorted) and their (size, mtime_ns).
+
+    ``os.scandir`` stats each file once; ``Path.rglob`` plus ``stat`` took most of
+    a cached FER-2013 load (35,887 files).
+    """
+    found = []
+    stack = [str(folder)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    stack.append(entry.path)
+                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    stat = entry.stat()
+                    found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+    found.sort()
+    return [p for p, _, _ in found], [(size, mtime) for _, size, mtime in found]
+
+
+def load_fer2013_folders(path, *, cache_dir=None, seed: int = 0) -> Dataset:
+    """Load FER-2013 in the Kaggle folder layout ``train/<class>/``, ``test/<class>/``.
+
+    File-name prefixes (``Training_``, ``PublicTest_``, ``PrivateTest_``) give the
+    canonical split.  Without them, ``train/`` is split 90/10 (seeded, stratified)
+    into fit and validation sets and ``test/`` is the test set.
+    """
+    root = Path(path)
+    _check_folder(root)
+    subsets = [root / "train", root / "test"]
+    missing = [s.name for s in subsets if not s.is_dir()]
+    if missing:
+        raise DatasetError(
+            f"{root}: no {' or '.join(m + '/' for m in missing)} folder; the Kaggle FER-2013 layout is "
+            "train/<class>/*.jpg and test/<class>/*.jpg (or pass the original fer2013.csv)."
+        )
+    files, stats, labels, subset_of = [], [], [], []
+    for subset in subsets:
+        class_dirs = sorted(d for d in subset.iterdir() if d.is_dir())
+        if not class_dirs:
+            raise DatasetError(f"{subset}: no class folders; expected {', '.join(FER2013_CLASSES)}.")
+        for class_dir in class_dirs:
+            label = _resolve_class(class_dir.name, subset, FER2013_CLASSES)
+            images, image_stats = _list_images(class_dir)
+            files.extend(images)
+            stats.extend(image_stats)
+            labels.extend([label] * len(images))
+            subset_of.extend([subset.name] * len(images))
+    if not files:
+        raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+
+    usage = np.array([_usage_of(os.path.basename(p)) or "" for p in files])
+    canonical = bool(np.all(usage != ""))
+    key = _files_key(root, files, stats, f"fer2013-folders-seed{seed}")
+    cached = _cache_load(_cache_path(cache_dir, key))
+    if cached is not None:
+        X = cached["X"]
+    else:
+        X = _decode_all(files)
+        _cache_save(_cache_path(cache_dir, key), X=X)
+    y = np.asarray(labels, dtype=np.int64)
+
+    if canonical:
+        train, val, test = _split_from_usage(X, y, usage)
+        method = "canonical FER-2013 split from file-name prefixes (Training / PublicTest / PrivateTest)"
+    else:
+        in_train = np.array([s == "train" for s in subset_of])
+        fit_idx, val_idx = stratified_split(y[in_train], (0.9, 0.1), seed=seed)
+        Xtr, ytr = X[in_train], y[in_train]
+        train = Split("train", Xtr[fit_idx], ytr[fit_idx])
+        val = Split("validation", Xtr[val_idx], ytr[val_idx])
+        test = Split("test", X[~in_train], y[~in_train])
+        method = (
+            f"file names carry no usage prefix: train/ split 90/10 into train/validation "
+            f"(stratified, seed={seed}); test/ is the test set"
+        )
+    return Dataset("fer2013", str(root), FER2013_CLASSES, train, val, test, method, key)
+
+
+def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
+    """Load the original FER-2013 CSV (``emotion,pixels,Usage``).
+
+    The ``Usage`` column gives the canonical split; a CSV without it (header
+    ``emotion,pixels``) gets a seeded stratified 80/10/10 split.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such CSV file.")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path}: the file is empty; expected a header emotion,pixels,Usage.")
+    digest = hashlib.sha256(f"fer2013-csv-seed{seed}".encode())
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    key = digest.hexdigest()[:20]
+    cached = _cache_load(_cache_path(cache_dir, key))
+    if cached is not None:
+        X, y, usage = cached["X"], cached["y"], cached["usage"]
+    else:
+        X, y, usage = _parse_fer_csv(path)
+        _cache_save(_cache_path(cache_dir, key), X=X, y=y, usage=usage)
+
+    if usage.size and np.all(usage != ""):
+        unknown = sorted(set(usage.tolist()) - set(FER2013_USAGES))
+        if unknown:
+            raise DatasetError(
+                f"{path}: unknown Usage value(s) {unknown}; expected {', '.join(FER2013_USAGES)}."
+            )
+        train, val, test = _split_from_usage(X, y, usage)
+        method = "canonical FER-2013 split from the CSV Usage column (Training / PublicTest / PrivateTest)"
+    else:
+        idx = stratified_split(y, (0.8, 0.1, 0.1), seed=seed)
+        train, val, test = (Split(n, X[i], y[i]) for n, i in zip(("train", "validation", "test"), idx))
+        method = f"CSV has no Usage column: stratified 80/10/10 train/validation/test split, seed={seed}"
+    return Dataset("fer2013", str(path), FER2013_CLASSES, train, val, test, method, key)
+
+
+def _parse_fer_csv(path: Path):
+    n_pixels = FACE_SIZE * FACE_SIZE
+    faces, labels, usages = [], [], []
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        if header not in (CSV_HEADER, CSV_HEADER[:2]):
+            raise DatasetError(
+                f"{path}: wrong CSV header {','.join(header)!r}; expected 'emotion,pixels,Usage' "
+                "(the original FER-2013 fer2013.csv)."
+            )
+        has_usage = len(header) == 3
+        for line_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DatasetError(f"{path}, line {line_number}: {len(row)} fields, expected {len(header)}.")
+            try:
+                label = int(row[0])
+                pixels = np.array(row[1].split(), dtype=np.int64)
+            except ValueError:
+                raise DatasetError(
+                    f"{path}, line {line_number}: emotion must be an integer and pixels space-separated integers."
+                ) from None
+            if not 0 <= label < len(FER2013_CLASSES):
+                raise DatasetError(f"{path}, line {line_number}: emotion {label} is outside 0..6.")
+            if pixels.size != n_pixels:
+                raise DatasetError(
+                    f"{path}, line {line_number}: {pixels.size} pixels, expected {n_pixels} (48x48)."
+                )
+            if pixels.min() < 0 or pixels.max() > 255:
+                raise DatasetError(f"{path}, line {line_number}: pixel values must lie in 0..255.")
+            faces.append(pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
+            labels.append(label)
+            usages.append(row[2].strip() if has_usage else "")
+    if not faces:
+        raise DatasetError(f"{path}: the CSV has a header but no rows.")
+    return np.stack(faces), np.asarray(labels, dtype=np.int64), np.asarray(usages)
+
+
+def write_fer2013_csv(dataset: Dataset, path) -> None:
+    """Write a dataset in the original FER-2013 CSV format (``emotion,pixels,Usage``)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_HEADER)
+        for split in dataset.splits:
+            for face, label in zip(split.X, split.y):
+                writer.writerow([int(label), " ".join(map(str, face.ravel().tolist())), split.name])
+
+
+# --------------------------------------------------------------------------- generic folders
+
+
+def load_class_folders(path, *, classes=None, cache_dir=None, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> Dataset:
+    """Load any ``<class>/`` tree of images (any size, colour or gray) as 48x48 gray faces.
+
+    Parameters
+    ----------
+    path : path-like
+        Folder whose sub-folders are classes; images may sit at any depth below them.
+    classes : sequence of str, optional
+        The allowed class names, in label order.  A folder not in it is an error.
+        By default the FER-2013 names that are present come first, in FER-2013
+        order, then any other folder names in alphabetical order.
+    seed : int
+        Seed of the stratified train/validation/test split.
+    """
+    root = Path(path)
+    _check_folder(root)
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    if not class_dirs:
+        raise DatasetError(f"{root}: no class folders; expected one sub-folder of images per class.")
+    names = [d.name.lower() for d in class_dirs]
+    if classes is None:
+        classes = tuple([c for c in FER2013_CLASSES if c in names] + sorted(set(names) - set(FER2013_CLASSES)))
+    else:
+        classes = tuple(c.lower() for c in classes)
+    files, stats, labels = [], [], []
+    for class_dir in class_dirs:
+        label = _resolve_class(class_dir.name, root, classes)
+        images, image_stats = _list_images(class_dir)
+        files.extend(images)
+        stats.extend(image_stats)
+        labels.extend([label] * len(images))
+    if not files:
+        raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    key = _files_key(root, files, stats, f"class-folders-{','.join(classes)}")
+    cached = _cache_load(_cache_path(cache_dir, key))
+    if cached is not None:
+        X = cached["X"]
+    else:
+        X = _decode_all(files)
+        _cache_save(_cache_path(cache_dir, key), X=X)
+    y = np.asarray(labels, dtype=np.int64)
+    idx = stratified_split(y, fractions, seed=seed)
+    train, val, test = (Split(n, X[i], y[i]) for n, i in zip(("train", "validation", "test"), idx))
+    percent = "/".join(str(round(100 * f / sum(fractions))) for f in fractions)
+    method = f"stratified {percent} train/validation/test split, seed={seed}"
+    return Dataset(root.name, str(root), classes, train, val, test, method, key)
+
+
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise DatasetError(
+            f"{root}: no such folder. Put FER-2013 there (see data/README.md), "
+            f"pass --data PATH, or set {DATA_ENV}."
+        )
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder.")
+    if not any(root.iterdir()):
+        raise DatasetError(f"{root}: the folder is empty; put the dataset's class folders in it.")
+
+
+def load_dataset(path=None, *, cache_dir=None, seed: int = 0) -> Dataset:
+    """Load whatever ``path`` holds: a FER-2013 CSV, the Kaggle layout, or class folders.
+
+    ``path`` defaults to :func:`default_data_path`.  A folder holding
+    ``fer2013.csv`` loads that CSV.
+    """
+    root = Path(path) if path is not None else default_data_path()
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DatasetError(f"{root}: a file that is not a CSV; pass a dataset folder or fer2013.csv.")
+        return load_fer2013_csv(root, cache_dir=cache_dir, seed=seed)
+    _check_folder(root)
+    if (root / "fer2013.csv").is_file():
+        return load_fer2013_csv(root / "fer2013.csv", cache_dir=cache_dir, seed=seed)
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        return load_fer2013_folders(root, cache_dir=cache_dir, seed=seed)
+    return load_class_folders(root, cache_dir=cache_dir, seed=seed)

@@ -1,0 +1,305 @@
+"""The harness: train a model on one split, select it on the validation split, score it on the test split.
+
+One run of a (features, classifier) cell writes one record (JSON) and one
+saved model.  Hyperparameters are chosen on the validation split (PublicTest
+for FER-2013) and never on the test split (PrivateTest); the chosen values and
+every candidate's validation score go into the record and the model metadata.
+
+Features are computed once per feature and dataset and cached on disk with
+``joblib.Memory``: a combined feature set reuses the cached parts, and a second
+run of the same cell skips extraction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import socket
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fer_classic.classifiers import check_classifier_name
+from fer_classic.features import parse_feature_spec
+from fer_classic.model import ClassicModel, library_versions
+
+from .metrics import classification_metrics
+
+RECORD_SCHEMA_VERSION = 1
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_json_atomic(path, data) -> None:
+    """Write JSON so a reader never sees half a file (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2, default=_json_default)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def machine_info() -> dict:
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cores": os.cpu_count(),
+    }
+
+
+def cell_id(features: str, classifier: str) -> str:
+    """File-safe name of a classical cell, e.g. ``hog+lbp__svm``."""
+    return f"{'+'.join(parse_feature_spec(features))}__{classifier}"
+
+
+def flip_faces(X: np.ndarray) -> np.ndarray:
+    """Horizontal mirror images of faces ``(n, h, w)``."""
+    return np.ascontiguousarray(X[:, :, ::-1])
+
+
+class FeatureCache:
+    """Extract features once per (feature, parameters, faces) and keep them on disk.
+
+    A combined spec (``hog+lbp``) is the concatenation of its single features,
+    in order, exactly as ``FeatureUnion`` would produce, so every part is cached
+    and shared between cells.
+    """
+
+    def __init__(self, cache_dir=None, n_jobs=-1):
+        from joblib import Memory
+
+        self.memory = Memory(str(cache_dir) if cache_dir else None, verbose=0)
+        self.n_jobs = n_jobs
+        self._extract = self.memory.cache(_extract_single, ignore=["n_jobs"])
+
+    def transform(self, spec: str, params: dict, X: np.ndarray) -> np.ndarray:
+        parts = [
+            self._extract(name, json.dumps(params.get(name, {}), sort_keys=True), X, n_jobs=self.n_jobs)
+            for name in parse_feature_spec(spec)
+        ]
+        return parts[0] if len(parts) == 1 else np.hstack(parts)
+
+
+def _extract_single(name: str, params_json: str, X: np.ndarray, n_jobs=-1) -> np.ndarray:
+    from fer_classic.features import make_features
+
+    return make_features(name, {name: json.loads(params_json)} if params_json != "{}" else None, n_jobs=n_jobs).fit(
+        X[:1]
+    ).transform(X)
+
+
+def candidate_grid(classifier: str, fixed: dict, select: bool) -> list:
+    """Parameter sets to try: the registry grid minus anything the user fixed."""
+    spec = check_classifier_name(classifier)
+    grid = {k: v for k, v in spec.grid.items() if k not in fixed} if select else {}
+    keys = sorted(grid)
+    return [{**fixed, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _fit_candidate(features, classifier, params, feature_params, classes, seed, data):
+    X_train, y_train, F_train, X_val, y_val, F_val = data
+    start = time.perf_counter()
+    model = ClassicModel(
+        features, classifier, feature_params=feature_params, classifier_params=params, classes=classes, seed=seed
+    )
+    model.fit(X_train[:1], y_train, features=F_train, validation=(X_val[:1], y_val), validation_features=F_val)
+    fit_seconds = time.perf_counter() - start
+    predicted = model.estimator_.predict(F_val)
+    return model, float(np.mean(predicted == y_val)), fit_seconds
+
+
+def time_prediction(model, X: np.ndarray, *, batch: int = 500, singles: int = 50) -> dict:
+    """Milliseconds per face, features included, on one thread: batched and one face at a time."""
+    from threadpoolctl import threadpool_limits
+
+    X_batch = X[:batch]
+    with threadpool_limits(1):
+        model.predict(X_batch[:2])  # warm-up: lazy model loads, caches
+        start = time.perf_counter()
+        model.predict(X_batch)
+        batched = (time.perf_counter() - start) * 1000 / len(X_batch)
+        times = []
+        for face in X[:singles]:
+            start = time.perf_counter()
+            model.predict(face[None])
+            times.append((time.perf_counter() - start) * 1000)
+    return {"predict_ms_per_face": batched, "predict_ms_single": float(np.median(times))}
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def run_classic_cell(
+    dataset,
+    features: str,
+    classifier: str,
+    out_dir,
+    *,
+    feature_params: dict | None = None,
+    classifier_params: dict | None = None,
+    select: bool = True,
+    flip: bool = False,
+    seed: int = 0,
+    cache: FeatureCache | None = None,
+    log=print,
+) -> dict:
+    """Fit, select and score one classical cell; write its record and model.
+
+    Returns the record (also written to ``out_dir/records/<cell>.json``).
+    """
+    feature_params = dict(feature_params or {})
+    fixed = dict(classifier_params or {})
+    cache = cache or FeatureCache(None)
+    classes = tuple(dataset.classes)
+    name = cell_id(features, classifier)
+    out_dir = Path(out_dir)
+    started = datetime.now(timezone.utc)
+    wall_start = time.perf_counter()
+
+    train, val, test = dataset.train, dataset.val, dataset.test
+    X_train, y_train = train.X, train.y
+    extract_start = time.perf_counter()
+    F_train = cache.transform(features, feature_params, X_train)
+    if flip:
+        F_train = np.vstack([F_train, cache.transform(features, feature_params, flip_faces(X_train))])
+        X_train, y_train = np.concatenate([X_train, flip_faces(X_train)]), np.concatenate([y_train, y_train])
+    F_val = cache.transform(features, feature_params, val.X)
+    F_test = cache.transform(features, feature_params, test.X)
+    extract_seconds = time.perf_counter() - extract_start
+    log(f"{name}: features {F_train.shape[1]} per face ({extract_seconds:.1f} s, cached on reuse)")
+
+    candidates = candidate_grid(classifier, fixed, select)
+    data = (X_train, y_train, F_train, val.X, val.y, F_val)
+    parallel = check_classifier_name(classifier).grid_parallel and len(candidates) > 1
+    if parallel:
+        from joblib import Parallel, delayed
+
+        log(f"{name}: trying {len(candidates)} settings on {val.name}, in parallel")
+        results = Parallel(n_jobs=min(len(candidates), os.cpu_count() or 1))(
+            delayed(_fit_candidate)(features, classifier, params, feature_params, classes, seed, data)
+            for params in candidates
+        )
+    else:
+        results = []
+        for params in candidates:
+            log(f"{name}: fitting {params or 'defaults'}")
+            results.append(_fit_candidate(features, classifier, params, feature_params, classes, seed, data))
+    selection = [
+        {"params": params, "validation_accuracy": accuracy, "fit_seconds": seconds}
+        for params, (_, accuracy, seconds) in zip(candidates, results)
+    ]
+    best = int(np.argmax([s["validation_accuracy"] for s in selection]))
+    model, val_accuracy, fit_seconds = results[best]
+    for entry in selection:
+        log(f"{name}:   {entry['params']} -> {val.name} accuracy {entry['validation_accuracy']:.4f}")
+
+    predicted = model.estimator_.predict(F_test)
+    probabilities = model.predict_proba(None, features=F_test)
+    scores = classification_metrics(test.y, predicted, classes)
+    timing = time_prediction(model, test.X)
+
+    record = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "cell": name,
+        "family": "classic",
+        "dataset": dataset.name,
+        "dataset_key": dataset.content_key,
+        "split": {"train": train.name, "validation": val.name, "test": test.name, "method": dataset.split_method},
+        "features": "+".join(parse_feature_spec(features)),
+        "feature_params": feature_params,
+        "n_features": int(F_train.shape[1]),
+        "classifier": classifier,
+        "classifier_params": model.classifier_params,
+        "selection": selection,
+        "validation_accuracy": val_accuracy,
+        "flip_augmentation": flip,
+        "seed": seed,
+        "n_train": int(len(y_train)),
+        "n_validation": int(len(val)),
+        "n_test": int(len(test)),
+        **scores,
+        "fit_seconds": fit_seconds,
+        "selection_seconds": float(sum(s["fit_seconds"] for s in selection)),
+        "extract_seconds": extract_seconds,
+        **timing,
+        "status": "ok",
+        "error": None,
+        "started": started.isoformat(timespec="seconds"),
+        "wall_seconds": None,
+        "machine": machine_info(),
+        "versions": library_versions(),
+    }
+    model.metadata = {
+        "dataset": dataset.name,
+        "dataset_key": dataset.content_key,
+        "split": record["split"],
+        "selection": selection,
+        "classifier_params": model.classifier_params,
+        "flip_augmentation": flip,
+        "seed": seed,
+        "scores": {k: scores[k] for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro")},
+        "trained": started.isoformat(timespec="seconds"),
+    }
+    model_path = model.save(out_dir / "models" / f"{name}.joblib")
+    record["predictions_path"] = str(save_predictions(out_dir / "predictions" / f"{name}.npz", test.y, predicted,
+                                                      probabilities, classes))
+    record["model_path"] = str(model_path)
+    record["model_bytes"] = model_path.stat().st_size
+    record["wall_seconds"] = time.perf_counter() - wall_start
+    write_json_atomic(out_dir / "records" / f"{name}.json", record)
+    return record
+
+
+def save_predictions(path, y_true, y_pred, proba, classes) -> Path:
+    """Test-split labels, predictions and probabilities of one cell (for metrics computed later)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, y_true=np.asarray(y_true, np.int64), y_pred=np.asarray(y_pred, np.int64),
+                        proba=np.asarray(proba, np.float32), classes=np.asarray(classes))
+    os.replace(tmp, path)
+    return path
+
+
+def load_predictions(path) -> dict:
+    """Arrays written by :func:`save_predictions`."""
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def error_record(name: str, family: str, exc: BaseException, **fields) -> dict:
+    """A record for a cell that raised: status ``error`` with the message, so a sweep goes on."""
+    return {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "cell": name,
+        "family": family,
+        **fields,
+        "status": "error",
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(),
+        "machine": machine_info(),
+        "versions": library_versions(),
+    }

@@ -1,0 +1,250 @@
+"""ClassicModel: a feature extractor, a classifier, the label names and metadata.
+
+It offers the interface every fer-bench model shares::
+
+    fit(X, y) -> self          predict(X) -> (n,) label names
+    predict_proba(X) -> (n, k) classes_ (label names, in a fixed order)
+    save(path) / load(path)    metadata: dataset, split, params, versions, scores
+
+``X`` is always a stack of ``uint8`` gray faces shaped ``(n, 48, 48)``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .classifiers import check_classifier_name, make_classifier
+from .features import make_features, parse_feature_spec
+
+MODEL_FORMAT = "fer-bench-model"
+MODEL_FORMAT_VERSION = 1
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+class ModelFileError(ValueError):
+    """A model file could not be loaded; the message says why and what to do."""
+
+
+def library_versions() -> dict:
+    """Versions of the libraries a saved model depends on."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ("fer-bench", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "dlib-bin", "joblib"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def encode_labels(y, classes) -> np.ndarray:
+    """Labels given as names or as integer indices -> integer indices into ``classes``."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {y.shape}")
+    if np.issubdtype(y.dtype, np.integer):
+        if y.size and (y.min() < 0 or y.max() >= len(classes)):
+            raise ValueError(f"integer labels must lie in 0..{len(classes) - 1}")
+        return y.astype(np.int64)
+    lookup = {name: i for i, name in enumerate(classes)}
+    try:
+        return np.array([lookup[str(label)] for label in y], dtype=np.int64)
+    except KeyError as error:
+        raise ValueError(f"unknown label {error.args[0]!r}; classes are {', '.join(classes)}") from None
+
+
+class ClassicModel:
+    """Hand-crafted features + a scikit-learn classifier.
+
+    Parameters
+    ----------
+    features : str
+        Feature spec, e.g. ``"hog"`` or ``"hog+lbp+landmarks"``.
+    classifier : str
+        Registry name: ``svm``, ``linear_svm``, ``rf``, ``dt``, ``knn``.
+    feature_params : dict, optional
+        ``{feature: {param: value}}``.
+    classifier_params : dict, optional
+        Parameters of the registry entry (``C``, ``pca_components``, ``class_weight`` ...).
+    classes : sequence of str
+        Label names in label order.
+    seed : int
+        Random state of the classifier.
+    n_jobs : int or None
+        Processes for feature extraction (-1: every core).
+    metadata : dict, optional
+        Free-form provenance (dataset, split, selection, scores); saved with the model.
+    """
+
+    family = "classic"
+
+    def __init__(self, features="hog", classifier="svm", *, feature_params=None, classifier_params=None,
+                 classes=FER2013_CLASSES, seed=0, n_jobs=None, metadata=None):
+        parse_feature_spec(features)
+        check_classifier_name(classifier)
+        self.features = features
+        self.classifier = classifier
+        self.feature_params = dict(feature_params or {})
+        self.classifier_params = dict(classifier_params or {})
+        self.classes_ = tuple(classes)
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.metadata = dict(metadata or {})
+
+    # ------------------------------------------------------------------ fitting
+
+    def make_extractor(self):
+        """The unfitted feature extractor this model uses."""
+        return make_features(self.features, self.feature_params, n_jobs=self.n_jobs)
+
+    def fit(self, X, y, *, validation=None, features=None, validation_features=None):
+        """Fit the classifier on faces ``X`` with labels ``y`` (names or indices).
+
+        Parameters
+        ----------
+        X : array (n, 48, 48)
+            Training faces.
+        y : array (n,)
+            Labels, as names in ``classes_`` or integer indices.
+        validation : tuple (X_val, y_val), optional
+            Held-out faces used to calibrate probabilities of classifiers that
+            have no ``predict_proba`` of their own (SVMs).  Without it they are
+            calibrated by 3-fold cross-validation inside the training set.
+        features, validation_features : array, optional
+            Features already extracted from the training / validation faces by
+            this model's extractor (the harness caches them); skips extraction,
+            and ``X`` then only needs one face to fix the input shape.
+        """
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.frozen import FrozenEstimator
+
+        X = np.asarray(X)
+        y = encode_labels(y, self.classes_)
+        n_given = len(features) if features is not None else len(X)
+        if n_given != len(y):
+            raise ValueError(f"{n_given} faces but {len(y)} labels")
+        if len(np.unique(y)) < 2:
+            raise ValueError("training needs faces of at least two classes")
+        self.extractor_ = self.make_extractor().fit(X[:1])
+        F = features if features is not None else self.extractor_.transform(X)
+        self.estimator_ = make_classifier(self.classifier, self.classifier_params, seed=self.seed)
+        self.estimator_.fit(F, y)
+        self.calibrator_ = None
+        if not hasattr(self.estimator_, "predict_proba"):
+            if validation is not None:
+                X_val, y_val = validation
+                F_val = validation_features if validation_features is not None else self.extractor_.transform(X_val)
+                self.calibrator_ = CalibratedClassifierCV(FrozenEstimator(self.estimator_), method="sigmoid")
+                self.calibrator_.fit(F_val, encode_labels(y_val, self.classes_))
+            else:
+                self.calibrator_ = CalibratedClassifierCV(
+                    make_classifier(self.classifier, self.classifier_params, seed=self.seed), method="sigmoid", cv=3
+                ).fit(F, y)
+        self.n_train_ = len(y)
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "estimator_"):
+            raise RuntimeError("this ClassicModel is not fitted yet; call fit(X, y) first")
+
+    # ------------------------------------------------------------------ predicting
+
+    def transform(self, X) -> np.ndarray:
+        """Feature vectors of faces ``X``."""
+        self._check_fitted()
+        return self.extractor_.transform(np.asarray(X))
+
+    def predict(self, X, *, features=None) -> np.ndarray:
+        """Label names of faces ``X`` (the classifier's own decision)."""
+        self._check_fitted()
+        F = features if features is not None else self.transform(X)
+        return np.asarray(self.classes_)[self.estimator_.predict(F)]
+
+    def predict_proba(self, X, *, features=None) -> np.ndarray:
+        """Class probabilities (n, k), columns in ``classes_`` order."""
+        self._check_fitted()
+        F = features if features is not None else self.transform(X)
+        source = self.calibrator_ if self.calibrator_ is not None else self.estimator_
+        proba = source.predict_proba(F)
+        full = np.zeros((len(F), len(self.classes_)), dtype=np.float64)
+        full[:, source.classes_.astype(int)] = proba  # classes missing in training get 0
+        return full
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path) -> Path:
+        """Write the model as one joblib file, atomically; returns the path."""
+        import joblib
+
+        self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "family": self.family,
+            "versions": library_versions(),
+            "model": self,
+        }
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(handle)
+        try:
+            joblib.dump(payload, tmp, compress=3)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "ClassicModel":
+        """Load a model written by :meth:`save`; a wrong file or version is a clear error."""
+        payload = read_model_payload(path)
+        if payload["family"] != cls.family:
+            raise ModelFileError(f"{path}: a {payload['family']} model, not a classical one")
+        return payload["model"]
+
+    def __repr__(self) -> str:
+        return f"ClassicModel(features={self.features!r}, classifier={self.classifier!r})"
+
+
+def read_model_payload(path) -> dict:
+    """Open a fer-bench joblib model file and check its format and library versions."""
+    import warnings
+
+    import joblib
+    import sklearn
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # version mismatches are reported below, in words
+            payload = joblib.load(path)
+    except ModuleNotFoundError as error:
+        raise ModelFileError(f"{path}: the model needs the module {error.name!r}, which is not installed") from None
+    except Exception as error:  # joblib raises many types on foreign bytes
+        raise ModelFileError(
+            f"{path}: not a fer-bench model file ({type(error).__name__}); train one with `fer-bench run`"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a fer-bench model file; train one with `fer-bench run`")
+    if payload.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {payload.get('format_version')}, this fer-bench reads version "
+            f"{MODEL_FORMAT_VERSION}; retrain the model with this version"
+        )
+    saved = payload.get("versions", {}).get("scikit-learn", "")
+    if saved.split(".")[:2] != sklearn.__version__.split(".")[:2]:
+        raise ModelFileError(
+            f"{path}: saved with scikit-learn {saved}, but {sklearn.__version__} is installed; "
+            f"install scikit-learn=={saved} or retrain the model"
+        )
+    return payload

@@ -1,0 +1,72 @@
+"""Shared fixtures: synthetic faces and datasets written to tmp_path, and the real FER-2013 when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+SHARED_FER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
+
+
+def fer2013_path() -> Path | None:
+    """FER-2013 from $FER_BENCH_DATA or ../shared/data/fer2013, if it is there."""
+    for candidate in (os.environ.get("FER_BENCH_DATA"), SHARED_FER):
+        if candidate and (Path(candidate) / "train").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def fer2013_dir():
+    path = fer2013_path()
+    if path is None:
+        pytest.skip("FER-2013 not found (../shared/data/fer2013 or FER_BENCH_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fer2013(fer2013_dir, tmp_path_factory):
+    from benchmarks.datasets import load_dataset
+
+    cache = os.environ.get("FER_BENCH_CACHE") or tmp_path_factory.mktemp("fer-cache")
+    return load_dataset(fer2013_dir, cache_dir=cache)
+
+
+def synthetic_faces(n: int, seed: int = 0, n_classes: int = 7):
+    """Faces whose class is visible: a bright bar at a class-specific row, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    X = rng.integers(0, 60, size=(n, 48, 48)).astype(np.uint8)
+    for i, label in enumerate(y):
+        row = 4 + 6 * label
+        X[i, row : row + 4, 6:42] = 220
+    return X, y.astype(np.int64)
+
+
+def write_kaggle_layout(root: Path, per_class: int = 3, prefixes=True, seed: int = 0) -> Path:
+    """A tiny FER-2013 in the Kaggle folder layout; returns root."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    counter = 0
+    for subset, usages in (("train", ("Training",)), ("test", ("PublicTest", "PrivateTest"))):
+        for label, name in enumerate(CLASSES):
+            folder = root / subset / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for usage in usages:
+                for _ in range(per_class):
+                    counter += 1
+                    face = rng.integers(0, 256, size=(48, 48)).astype(np.uint8)
+                    face[:4, :] = label * 30
+                    stem = f"{usage}_{counter:08d}" if prefixes else f"img_{counter:08d}"
+                    cv2.imwrite(str(folder / f"{stem}.png"), face)  # lossless, so arrays compare exactly
+    return root
+
+
+@pytest.fixture
+def kaggle_dir(tmp_path):
+    return write_kaggle_layout(tmp_path / "fer2013")
