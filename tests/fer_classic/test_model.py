@@ -1,0 +1,114 @@
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pytest
+
+from fer_classic.classifiers import CLASSIFIERS, check_classifier_name, make_classifier
+from fer_classic.model import ClassicModel, ModelFileError, encode_labels
+from conftest import CLASSES, synthetic_faces
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return synthetic_faces(140, seed=1), synthetic_faces(70, seed=2)
+
+
+@pytest.mark.parametrize("classifier", list(CLASSIFIERS))
+def test_every_classifier_learns_the_synthetic_classes(faces, classifier):
+    (X, y), (X_test, y_test) = faces
+    model = ClassicModel("hog", classifier).fit(X, y, validation=(X_test, y_test))
+    predicted = model.predict(X_test)
+    assert predicted.shape == (70,) and set(predicted) <= set(CLASSES)
+    assert np.mean(predicted == np.asarray(CLASSES)[y_test]) > 0.8
+    proba = model.predict_proba(X_test)
+    assert proba.shape == (70, 7)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert model.classes_ == CLASSES
+
+
+def test_svm_without_validation_is_calibrated_by_cross_validation(faces):
+    (X, y), (X_test, _) = faces
+    model = ClassicModel("lbp", "svm").fit(X, y)
+    np.testing.assert_allclose(model.predict_proba(X_test).sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_labels_as_names_or_indices():
+    assert encode_labels(["happy", "angry"], CLASSES).tolist() == [3, 0]
+    assert encode_labels(np.array([6, 0]), CLASSES).tolist() == [6, 0]
+    with pytest.raises(ValueError, match=r"unknown label 'joy'; classes are angry"):
+        encode_labels(["joy"], CLASSES)
+    with pytest.raises(ValueError, match=r"integer labels must lie in 0..6"):
+        encode_labels([7], CLASSES)
+
+
+def test_class_missing_from_training_gets_probability_zero():
+    X, y = synthetic_faces(60, n_classes=6)  # no neutral (index 6)
+    model = ClassicModel("hog", "rf", classifier_params={"n_estimators": 20}).fit(X, y)
+    proba = model.predict_proba(X[:5])
+    assert proba.shape == (5, 7) and np.all(proba[:, 6] == 0)
+
+
+def test_fit_errors():
+    X, y = synthetic_faces(14)
+    with pytest.raises(ValueError, match="14 faces but 13 labels"):
+        ClassicModel().fit(X, y[:13])
+    with pytest.raises(ValueError, match="at least two classes"):
+        ClassicModel().fit(X, np.zeros(14, int))
+    with pytest.raises(RuntimeError, match=r"not fitted yet; call fit"):
+        ClassicModel().predict(X)
+
+
+def test_save_load_round_trip_in_a_fresh_process(faces, tmp_path):
+    (X, y), (X_test, _) = faces
+    model = ClassicModel("hog+lbp", "svm", metadata={"dataset": "synthetic"}).fit(X, y, validation=faces[1])
+    path = model.save(tmp_path / "m.joblib")
+    np.save(tmp_path / "faces.npy", X_test)
+    script = (
+        "import numpy as np, sys; from fer_classic.model import ClassicModel;"
+        f"m = ClassicModel.load({str(path)!r}); X = np.load({str(tmp_path / 'faces.npy')!r});"
+        "np.save(sys.argv[1], m.predict_proba(X)); print(m.metadata['dataset'])"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "p.npy")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "synthetic"
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict_proba(X_test))
+
+
+def test_loading_something_that_is_not_a_model(tmp_path):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        ClassicModel.load(tmp_path / "missing.joblib")
+    text = tmp_path / "notes.joblib"
+    text.write_text("hello")
+    with pytest.raises(ModelFileError, match=r"not a fer-bench model file.*fer-bench run"):
+        ClassicModel.load(text)
+    joblib.dump({"weights": [1, 2]}, tmp_path / "other.joblib")
+    with pytest.raises(ModelFileError, match="not a fer-bench model file"):
+        ClassicModel.load(tmp_path / "other.joblib")
+
+
+def test_loading_a_model_from_an_incompatible_version(faces, tmp_path):
+    (X, y), _ = faces
+    path = ClassicModel("hog", "knn").fit(X, y).save(tmp_path / "m.joblib")
+    payload = joblib.load(path)
+    payload["format_version"] = 99
+    joblib.dump(payload, tmp_path / "future.joblib")
+    with pytest.raises(ModelFileError, match=r"format version 99, this fer-bench reads version 1; retrain"):
+        ClassicModel.load(tmp_path / "future.joblib")
+    payload = joblib.load(path)
+    payload["versions"]["scikit-learn"] = "0.24.2"
+    joblib.dump(payload, tmp_path / "old.joblib")
+    with pytest.raises(ModelFileError, match=r"saved with scikit-learn 0.24.2.*install scikit-learn==0.24.2 or retrain"):
+        ClassicModel.load(tmp_path / "old.joblib")
+
+
+def test_classifier_registry_errors():
+    with pytest.raises(ValueError, match=r"unknown classifier 'xgb'; choose from svm, linear_svm, rf, dt, knn"):
+        check_classifier_name("xgb")
+    with pytest.raises(ValueError, match=r"'knn' does not support class_weight"):
+        make_classifier("knn", {"class_weight": "balanced"})
+    with pytest.raises(ValueError, match=r"'svm' has no parameter 'depth'"):
+        make_classifier("svm", {"depth": 3})
+    assert make_classifier("svm", {"class_weight": "balanced"}).named_steps["svc"].class_weight == "balanced"
+    assert make_classifier("rf", {"class_weight": "balanced"}).named_steps["forest"].class_weight == "balanced"
