@@ -19,6 +19,7 @@ from fer_classic.features import FEATURES, LandmarkModelError, parse_feature_spe
 from fer_classic.model import ModelFileError
 
 from .datasets import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
+from .sweep import FEATURE_SETS, PRESETS, deep_architectures
 
 USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter)
 
@@ -85,6 +86,14 @@ def validate_classifiers(ctx, param, value):
     for name in split_list(value):
         if name.lower() not in CLASSIFIERS:
             raise click.BadParameter(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    return value
+
+
+def validate_cnns(ctx, param, value):
+    names = deep_architectures()
+    for name in split_list(value):
+        if name not in names:
+            raise click.BadParameter(f"unknown CNN {name!r}; choose from {', '.join(names) or 'none registered'}")
     return value
 
 
@@ -205,70 +214,178 @@ def list_registries():
 
 
 @cli.command("run")
-@click.option("--features", callback=validate_features, default="hog", show_default=True,
-              help=f"Feature set(s), comma-separated; each a '+' combination of {', '.join(FEATURES)}.")
-@click.option("--classifier", callback=validate_classifiers, default="svm", show_default=True,
-              help=f"Classifier(s), comma-separated: {', '.join(CLASSIFIERS)}.")
+@click.option("--all", "run_all", is_flag=True,
+              help=f"Every feature set ({', '.join(FEATURE_SETS)}) x every classifier, and every CNN; "
+                   "--features, --classifier and --cnn narrow it.")
+@click.option("--features", callback=validate_features, default=None,
+              help=f"Feature set(s), comma-separated; each a '+' combination of {', '.join(FEATURES)} "
+                   "[default: hog; with --all: " + ",".join(FEATURE_SETS) + "].")
+@click.option("--classifier", callback=validate_classifiers, default=None,
+              help=f"Classifier(s), comma-separated: {', '.join(CLASSIFIERS)} [default: svm; with --all: all].")
+@click.option("--cnn", "cnns", callback=validate_cnns, default=None,
+              help=f"CNN architecture(s), comma-separated: {', '.join(deep_architectures()) or 'none registered'} "
+                   "[default: none; with --all: all].  Alone, runs only these CNNs.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="full", show_default=True,
+              help="; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items()) + ".")
 @data_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/latest", show_default=True,
-              help="Output folder for records and models.")
+              help="Output folder for records, models, predictions and the report.")
 @cache_option
 @seed_option
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Fix a classifier parameter (repeatable), e.g. C=10 or class_weight=balanced.")
 @click.option("--feature-param", "feature_params", multiple=True, metavar="FEATURE.KEY=VALUE",
               help="Set a feature parameter (repeatable), e.g. hog.pixels_per_cell=(4,4).")
-@click.option("--select/--no-select", default=True, show_default=True,
-              help="Choose hyperparameters on the validation split (PublicTest) from the registry grid.")
+@click.option("--select/--no-select", default=None,
+              help="Choose hyperparameters on the validation split (PublicTest) from the registry grid "
+                   "[default: the preset's; full selects, quick does not].")
 @click.option("--flip/--no-flip", default=False, show_default=True,
               help="Add horizontally mirrored copies of the training faces.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="CNN training epochs [default: the preset's; full: per architecture].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="CNN batch size [default: 64].")
 @click.option("--force", is_flag=True, help="Retrain cells that already have a finished record.")
-def run(features, classifier, data_path, out_dir, cache_dir, seed, params, feature_params, select, flip, force):
-    """Train, select on the validation split and score on the test split; write records and models.
+@click.option("--report/--no-report", "write_report", default=True, show_default=True,
+              help="Write records.json/.csv, report.md and report.html into --out after the sweep.")
+def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_dir, seed, params, feature_params,
+        select, flip, epochs, batch_size, force, write_report):
+    """Train, select on the validation split and score on the test split; write records, models and a report.
 
-    Every (features, classifier) pair is one cell.  A finished cell with the same
-    settings is skipped on a rerun; a failed one is retried.
+    Every (features, classifier) pair is one cell, every CNN another.  A
+    finished cell with the same settings is skipped on a rerun; a failed one is
+    retried; Ctrl-C loses at most the cell in progress.
     """
     from .sweep import run_sweep
 
+    feature_list, classifier_list, cnn_list = cells_to_run(run_all, features, classifier, cnns)
     with user_errors():
         classifier_params = parse_params(params)
         feature_param_dict = parse_params(feature_params, nested=True)
         records = run_sweep(
             data_path=data_path,
-            features=split_list(features),
-            classifiers=[c.lower() for c in split_list(classifier)],
+            features=feature_list,
+            classifiers=classifier_list,
+            cnns=cnn_list,
             out_dir=out_dir,
             cache_dir=cache_dir or default_cache_dir(),
+            preset=preset,
             seed=seed,
             classifier_params=classifier_params,
             feature_params=feature_param_dict,
             select=select,
             flip=flip,
+            epochs=epochs,
+            batch_size=batch_size,
             force=force,
             log=lambda message: click.echo(message, err=True),
         )
     click.echo(format_records_table(records))
+    status = 0
+    if write_report:
+        from .report import write_report as render
+
+        try:
+            written = render(out_dir)
+            click.echo(f"report: {written['html']} (and report.md, records.json, records.csv)", err=True)
+        except Exception as error:  # the cells are saved; a report bug must not read as a lost sweep
+            click.echo(f"fer-bench: error: the report could not be written ({type(error).__name__}: {error}); "
+                       f"the records are saved, retry with 'fer-bench report {out_dir}'", err=True)
+            status = 1
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         for record in failed:
             click.echo(f"fer-bench: {record['cell']} failed: {record['error']}", err=True)
-        sys.exit(1)
+        status = 1
+    if status:
+        sys.exit(status)
+
+
+def cells_to_run(run_all: bool, features, classifier, cnns) -> tuple:
+    """Feature sets, classifiers and CNNs a ``run`` asked for.
+
+    ``--all`` starts from every registered feature set, classifier and CNN and
+    the lists given narrow it; without ``--all`` the defaults are hog x svm,
+    and ``--cnn`` alone runs only CNNs.
+    """
+    feature_list = split_list(features)
+    classifier_list = [c.lower() for c in split_list(classifier)]
+    cnn_list = split_list(cnns)
+    if run_all:
+        return (feature_list or list(FEATURE_SETS), classifier_list or list(CLASSIFIERS),
+                cnn_list or list(deep_architectures()))
+    if cnn_list and features is None and classifier is None:
+        return [], [], cnn_list
+    return feature_list or ["hog"], classifier_list or ["svm"], cnn_list
 
 
 def format_records_table(records) -> str:
     """A short text table of records: cell, accuracy, macro F1, timings."""
-    header = f"{'cell':<28} {'test':>12} {'accuracy':>9} {'macro F1':>9} {'fit s':>8} {'ms/face':>8} {'status':>7}"
+    width = max([30] + [len(r.get("cell", "")) for r in records])
+    header = (f"{'cell':<{width}} {'test':>12} {'accuracy':>9} {'macro F1':>9} {'fit s':>8} {'ms/face':>8} "
+              f"{'status':>7}")
     lines = [header, "-" * len(header)]
     for r in records:
         if r.get("status") == "ok":
             lines.append(
-                f"{r['cell']:<28} {r['split']['test']:>12} {r['accuracy']:>9.4f} {r['f1_macro']:>9.4f} "
-                f"{r['fit_seconds']:>8.1f} {r['predict_ms_per_face']:>8.3f} {'ok':>7}"
+                f"{r['cell']:<{width}} {(r.get('split') or {}).get('test', ''):>12} {r['accuracy']:>9.4f} "
+                f"{r['f1_macro']:>9.4f} {r.get('fit_seconds') or 0:>8.1f} {r.get('predict_ms_per_face') or 0:>8.3f} "
+                f"{'ok':>7}"
             )
         else:
-            lines.append(f"{r['cell']:<28} {'':>12} {'':>9} {'':>9} {'':>8} {'':>8} {'error':>7}")
+            lines.append(f"{r['cell']:<{width}} {'':>12} {'':>9} {'':>9} {'':>8} {'':>8} {'error':>7}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- report, compare
+
+
+@contextlib.contextmanager
+def report_errors():
+    """A run folder that cannot be reported on is a user error (one line, exit 1)."""
+    from .report import ReportError
+
+    try:
+        yield
+    except ReportError as error:
+        raise UserError(str(error)) from None
+
+
+run_dir_argument = click.argument("run_dir", type=click.Path(path_type=Path))
+resamples_option = click.option("--resamples", type=click.IntRange(min=1), default=1000, show_default=True,
+                                help="Bootstrap resamples of the 95% confidence intervals.")
+
+
+@cli.command("report")
+@run_dir_argument
+@resamples_option
+def report(run_dir, resamples):
+    """Rebuild the report of RUN_DIR from its records and predictions, without retraining.
+
+    Writes records.json, records.csv, report.md (plots in plots/) and a
+    self-contained report.html into RUN_DIR and prints the HTML path.
+    """
+    from .report import write_report
+
+    with user_errors(), report_errors():
+        written = write_report(run_dir, n_resamples=resamples, log=lambda message: click.echo(message, err=True))
+    click.echo(written["html"])
+
+
+@cli.command("compare")
+@run_dir_argument
+@click.option("--models", default=None, metavar="A,B",
+              help="Compare these two cells (e.g. hog__svm,cnn-seed) instead of the best classical and best deep.")
+@resamples_option
+def compare(run_dir, models, resamples):
+    """Print the classical-vs-deep summary of RUN_DIR: leaderboard, verdict, McNemar and cost."""
+    from .report import analyse_run, summary_text
+
+    names = split_list(models)
+    if models is not None and len(names) != 2:
+        raise UserError("--models takes two names, e.g. --models hog__svm,cnn-seed")
+    with user_errors(), report_errors():
+        analysis = analyse_run(run_dir, n_resamples=resamples)
+        click.echo(summary_text(analysis, tuple(names) or None))
 
 
 if __name__ == "__main__":

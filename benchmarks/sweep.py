@@ -1,21 +1,319 @@
 """Run a grid of cells on one dataset and split, resumably.
 
+A sweep runs classical cells (a feature set x a classifier, through
+:func:`benchmarks.harness.run_classic_cell`) and CNN cells (an architecture,
+through :func:`benchmarks.deep_cell.run_deep_cell`) on one dataset and one split
+into one output folder.
+
 Each finished cell's record and model are written atomically, so an
 interrupted sweep loses at most the cell in progress.  A rerun skips every
 cell whose record finished with the same settings and reruns failed ones.  A
 cell that raises becomes a record with ``status="error"``; the sweep goes on.
+
+After a cell returns, the sweep adds what the cell itself does not know: the
+settings it was run with (``config``), the preset and subset, the peak memory
+while it ran, the git commit, and it stores the paths of its files relative to
+the output folder, so a moved run folder still renders its report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import resource
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from .harness import FeatureCache, cell_id, error_record, run_classic_cell, write_json_atomic
 
+FEATURE_SETS = ("lbp", "hog", "landmarks", "hog+lbp+landmarks")
+"""The feature sets ``fer-bench run --all`` crosses with every classifier."""
+
+CNN_EPOCHS = {"seed": 60, "vgg": 60, "mobilenet_v2": 40}
+"""Training epochs per architecture in the ``full`` preset (early stopping may end sooner).
+
+Used when :mod:`fer_deep` does not state its own per-architecture default.
+"""
+DEFAULT_CNN_EPOCHS = 50
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How much of the data and of the model selection a sweep uses.
+
+    Attributes
+    ----------
+    name : str
+        ``quick`` or ``full``.
+    description : str
+        One line for the help text and the report.
+    train_size, validation_size, test_size : int or None
+        Stratified, seeded subsample of that split (None: all of it).  Every
+        cell of a sweep sees the same subsample, so the models stay comparable.
+    select : bool
+        Choose classical hyperparameters on the validation split from the
+        registry grid (False: registry defaults, one fit per cell).
+    cnn_epochs : int or None
+        Epochs of every CNN (None: per architecture, see :func:`cnn_epochs`).
+    batch_size : int
+        CNN batch size.
+    """
+
+    name: str
+    description: str
+    train_size: int | None = None
+    validation_size: int | None = None
+    test_size: int | None = None
+    select: bool = True
+    cnn_epochs: int | None = None
+    batch_size: int = 64
+
+
+PRESETS = {
+    "quick": Preset(
+        "quick",
+        "2,000 training faces (stratified), 1,000 validation faces, the full test split, registry defaults "
+        "(no grid), CNNs 2 epochs: a smoke run of every cell in minutes",
+        train_size=2000, validation_size=1000, select=False, cnn_epochs=2,
+    ),
+    "full": Preset(
+        "full",
+        "all data, hyperparameters selected on the validation split, CNN epochs per architecture",
+    ),
+}
+"""Preset name -> :class:`Preset`."""
+
+PATH_SUFFIXES = ("_path", "_png", "_dir")
+"""Record keys ending in these hold file paths; the sweep stores them relative to the run folder."""
+
+
+# --------------------------------------------------------------------------- registries
+
+
+def deep_architectures() -> tuple:
+    """Names of the registered CNN architectures, read without importing Keras (empty if none)."""
+    try:
+        import fer_deep
+    except ImportError:
+        return ()
+    for attribute in ("ARCHITECTURE_NAMES", "ARCHITECTURES"):
+        names = getattr(fer_deep, attribute, None)
+        if names:
+            return tuple(names)
+    return ()
+
+
+def cnn_epochs(arch: str, preset: Preset, override: int | None = None) -> int:
+    """Epochs for ``arch``: the override, else the preset's, else the architecture's default."""
+    if override is not None:
+        return int(override)
+    if preset.cnn_epochs is not None:
+        return preset.cnn_epochs
+    import fer_deep
+
+    configured = getattr(fer_deep, "DEFAULT_EPOCHS", None)
+    if isinstance(configured, dict) and arch in configured:
+        return int(configured[arch])
+    return CNN_EPOCHS.get(arch, DEFAULT_CNN_EPOCHS)
+
+
+def run_deep_cell(dataset, arch, out_dir, **settings) -> dict:
+    """Train and score one CNN cell (see :func:`benchmarks.deep_cell.run_deep_cell`).
+
+    Imported here, at call time, so a classical-only sweep never loads Keras.
+    """
+    from .deep_cell import run_deep_cell as run
+
+    return run(dataset, arch, out_dir, **settings)
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def stratified_subset(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subsample of about ``size`` faces keeping the class proportions.
+
+    Every class contributes ``round(size * share)`` faces (at least one), so
+    the total can differ from ``size`` by a few faces; ``None`` or a size not
+    below ``len(y)`` keeps everything.
+    """
+    y = np.asarray(y)
+    if size is None or size >= len(y):
+        return np.arange(len(y))
+    if size < 1:
+        raise ValueError(f"a subset needs at least one face, got size {size}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        take = max(1, int(round(size * len(members) / len(y))))
+        chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def subsample_dataset(dataset, preset: Preset, seed: int = 0):
+    """The dataset with each split cut to the preset's size (stratified, seeded).
+
+    Returns the dataset unchanged when the preset keeps every split whole.  The
+    subsample gets its own ``content_key`` (the original key, sizes and seed
+    hashed), so records and caches never mistake it for the full data.
+    """
+    sizes = {"train": preset.train_size, "val": preset.validation_size, "test": preset.test_size}
+    splits = {}
+    for attribute, size in sizes.items():
+        split = getattr(dataset, attribute)
+        index = stratified_subset(split.y, size, seed)
+        splits[attribute] = split if len(index) == len(split) else replace(split, X=split.X[index], y=split.y[index])
+    if all(splits[a] is getattr(dataset, a) for a in sizes):
+        return dataset
+    key = hashlib.sha1(json.dumps([dataset.content_key, sizes, seed]).encode()).hexdigest()[:20]
+    counts = ", ".join(f"{s.name} {len(s):,}" for s in splits.values())
+    note = f"preset {preset.name}: stratified subsample (seed {seed}) of {counts} faces"
+    return replace(dataset, **splits, content_key=key, notes=tuple(dataset.notes) + (note,))
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _rss_of(pid: int) -> int:
+    """Resident bytes of process ``pid`` (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as stream:
+            return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _descendants(pid: int) -> list:
+    """Process ids below ``pid`` (Linux /proc), e.g. joblib's worker processes."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as stream:
+                    children = [int(c) for c in stream.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(children)
+            queue.extend(children)
+    return found
+
+
+def _high_water_mark() -> int | None:
+    """This process's peak resident bytes (VmHWM) since start or the last reset; None off Linux."""
+    try:
+        with open("/proc/self/status") as stream:
+            for line in stream:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory while a block runs.
+
+    Two figures, because neither alone is right:
+
+    - ``peak_rss_bytes``: this process's exact high-water mark.  On Linux the
+      kernel's mark is reset at the start (``/proc/self/clear_refs``), so it
+      belongs to this block alone and counts native allocations (BLAS,
+      TensorFlow) that ``tracemalloc`` cannot see.  Where the reset is not
+      allowed it falls back to ``getrusage`` ``ru_maxrss``, a lifetime peak
+      that only says how much the block raised it (``method`` says which).
+    - ``peak_tree_rss_bytes``: this process plus its child processes (joblib
+      workers that extract features or fit grid candidates), sampled every
+      ``interval`` seconds, so short spikes between samples can be missed.
+
+    ``start_rss_bytes`` is the resident size when the block began, so the
+    block's own growth is ``peak_rss_bytes - start_rss_bytes``.
+    """
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.result: dict = {}
+
+    def __enter__(self):
+        self._start = _rss_of(os.getpid())
+        try:
+            with open("/proc/self/clear_refs", "w") as stream:
+                stream.write("5")  # 5: reset the peak RSS to the current RSS
+            self._method = "VmHWM (kernel high-water mark, reset at cell start)"
+        except OSError:
+            self._method = "ru_maxrss (process lifetime peak; the reset is not available here)"
+        self._tree_peak = self._start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        pid = os.getpid()
+        while not self._stop.wait(self.interval):
+            total = _rss_of(pid) + sum(_rss_of(child) for child in _descendants(pid))
+            self._tree_peak = max(self._tree_peak, total)
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+        peak = _high_water_mark() if self._method.startswith("VmHWM") else None
+        if peak is None:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+        self.result = {
+            "peak_rss_bytes": int(peak),
+            "start_rss_bytes": int(self._start),
+            "peak_tree_rss_bytes": int(max(self._tree_peak, peak)),
+            "peak_memory_method": self._method,
+        }
+        return False
+
+
+# --------------------------------------------------------------------------- records
+
+
+def git_commit() -> str | None:
+    """The source's git commit (with ``-dirty`` if it has local changes), or None outside a checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def relative_paths(record: dict, out_dir) -> dict:
+    """The record with every file path inside ``out_dir`` rewritten relative to it.
+
+    Paths outside ``out_dir`` stay as they are (absolute).
+    """
+    root = Path(out_dir).resolve()
+    for key, value in list(record.items()):
+        if isinstance(value, (str, os.PathLike)) and key.endswith(PATH_SUFFIXES):
+            path = Path(value)
+            absolute = path if path.is_absolute() else Path.cwd() / path
+            try:
+                record[key] = absolute.resolve().relative_to(root).as_posix()
+            except ValueError:
+                record[key] = str(value)
+    return record
+
 
 def cell_config(dataset, features, classifier, *, feature_params, classifier_params, select, flip, seed) -> dict:
-    """The settings that decide a cell's result; a finished record with equal settings is reused."""
+    """The settings that decide a classical cell's result; a finished record with equal settings is reused."""
     return {
         "dataset_key": dataset.content_key,
         "features": features,
@@ -25,6 +323,18 @@ def cell_config(dataset, features, classifier, *, feature_params, classifier_par
         "select": select,
         "flip": flip,
         "seed": seed,
+    }
+
+
+def deep_cell_config(dataset, arch, *, epochs, batch_size, seed, train_params) -> dict:
+    """The settings that decide a CNN cell's result."""
+    return {
+        "dataset_key": dataset.content_key,
+        "arch": arch,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "train_params": train_params,
     }
 
 
@@ -41,61 +351,209 @@ def finished_record(path: Path, config: dict) -> dict | None:
     return record
 
 
+@dataclass
+class Cell:
+    """One unit of a sweep: a name, its settings, and how to run it."""
+
+    name: str
+    family: str
+    config: dict
+    run: Callable  # run(log) -> record
+    describe: dict  # fields of an error record
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Progress lines for a sweep: which cell, its number out of the total, and how far the sweep is.
+
+    Every line starts with the cell's number, a bar of the cells done so far,
+    the cell's name and the time the cell has been running; the cell's own
+    messages (feature extraction, fits, epochs) follow.
+    """
+
+    def __init__(self, total: int, log=print, width: int = 20):
+        self.total = total
+        self.log = log
+        self.width = width
+        self.done = 0
+        self.started = time.perf_counter()
+
+    def bar(self) -> str:
+        filled = round(self.width * self.done / self.total) if self.total else self.width
+        return "#" * filled + "." * (self.width - filled)
+
+    def prefix(self, number: int, name: str, cell_started: float | None = None) -> str:
+        digits = len(str(self.total))
+        clock = f" +{_clock(time.perf_counter() - cell_started)}" if cell_started is not None else ""
+        return f"[{number:>{digits}}/{self.total} {self.bar()}] {name}{clock}"
+
+    def cell_log(self, number: int, name: str) -> Callable:
+        """A log function for cell ``number`` that prefixes each message with where the sweep is."""
+        started = time.perf_counter()
+
+        def log(message):
+            self.log(f"{self.prefix(number, name, started)}: {message}")
+
+        return log
+
+    def finish(self, number: int, name: str, message: str):
+        self.done += 1
+        self.log(f"{self.prefix(number, name)}: {message} (sweep {self.done}/{self.total} done, "
+                 f"{_clock(time.perf_counter() - self.started)} elapsed)")
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset, seed, classifier_params,
+               feature_params, select, flip, epochs, batch_size, train_params, cache, log) -> list:
+    """The sweep's cells in order: classical (features x classifiers), then CNNs."""
+    cells = []
+    for spec in features:
+        for classifier in classifiers:
+            name = cell_id(spec, classifier)
+            relevant = {k: v for k, v in feature_params.items() if k in spec.split("+")}
+            config = cell_config(dataset, spec, classifier, feature_params=relevant,
+                                 classifier_params=classifier_params, select=select, flip=flip, seed=seed)
+
+            def run(cell_log, spec=spec, classifier=classifier, relevant=relevant):
+                return run_classic_cell(dataset, spec, classifier, out_dir, feature_params=relevant,
+                                        classifier_params=classifier_params, select=select, flip=flip, seed=seed,
+                                        cache=cache, log=cell_log)
+
+            cells.append(Cell(name, "classic", config, run,
+                              {"dataset": dataset.name, "features": spec, "classifier": classifier}))
+    for arch in cnns:
+        arch_epochs = cnn_epochs(arch, preset, epochs)
+        arch_batch = batch_size or preset.batch_size
+        config = deep_cell_config(dataset, arch, epochs=arch_epochs, batch_size=arch_batch, seed=seed,
+                                  train_params=train_params)
+
+        def run(cell_log, arch=arch, arch_epochs=arch_epochs, arch_batch=arch_batch):
+            return run_deep_cell(dataset, arch, out_dir, epochs=arch_epochs, batch_size=arch_batch, seed=seed,
+                                 resume=True, train_subset=None, log=cell_log, **train_params)
+
+        cells.append(Cell(f"cnn-{arch}", "deep", config, run, {"dataset": dataset.name, "arch": arch}))
+    return cells
+
+
 def run_sweep(
     *,
-    data_path,
-    features,
-    classifiers,
+    data_path=None,
+    features=(),
+    classifiers=(),
+    cnns=(),
     out_dir,
-    cache_dir,
+    cache_dir=None,
+    preset="full",
     seed=0,
     classifier_params=None,
     feature_params=None,
-    select=True,
+    select=None,
     flip=False,
+    epochs=None,
+    batch_size=None,
+    train_params=None,
     force=False,
     log=print,
     dataset=None,
 ) -> list:
-    """Run every (features, classifier) cell; return their records in grid order."""
+    """Run every (features, classifier) cell and every CNN on one dataset and split; return the records in order.
+
+    Parameters
+    ----------
+    data_path : path, optional
+        Dataset to load (ignored when ``dataset`` is given).
+    features, classifiers : sequence of str
+        Feature specs and classifier names; every pair is one classical cell.
+    cnns : sequence of str
+        CNN architecture names; each is one deep cell named ``cnn-<arch>``.
+    out_dir : path
+        Run folder: ``records/``, ``models/``, ``predictions/`` go under it.
+    cache_dir : path, optional
+        Where decoded arrays and features are cached.
+    preset : str or Preset
+        ``quick`` or ``full`` (see :data:`PRESETS`).
+    seed : int
+        Seed of the split, the subsample and the models.
+    classifier_params, feature_params : dict, optional
+        Fixed classifier parameters; ``{feature: {param: value}}``.
+    select : bool, optional
+        Hyperparameter selection on the validation split (default: the preset's).
+    flip : bool
+        Add mirrored training faces (classical cells).
+    epochs, batch_size : int, optional
+        Override the preset's CNN epochs and batch size.
+    train_params : dict, optional
+        Extra keyword arguments for the CNN training.
+    force : bool
+        Rerun cells that already have a finished record.
+    log : callable
+        Receives progress lines.
+    dataset : Dataset, optional
+        An already loaded dataset.
+
+    Returns
+    -------
+    list of dict
+        One record per cell; failed cells have ``status="error"``.
+    """
     from .datasets import load_dataset
 
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    select = preset.select if select is None else select
     classifier_params = dict(classifier_params or {})
     feature_params = dict(feature_params or {})
+    train_params = dict(train_params or {})
     if dataset is None:
         dataset = load_dataset(data_path, cache_dir=cache_dir, seed=seed)
+    dataset = subsample_dataset(dataset, preset, seed)
     log(f"{dataset.name}: {dataset.split_method}")
+    for note in dataset.notes:
+        log(f"  {note}")
     log(f"  fit on {dataset.train.name} ({len(dataset.train):,}), select on {dataset.val.name} "
         f"({len(dataset.val):,}), score on {dataset.test.name} ({len(dataset.test):,})")
     out_dir = Path(out_dir)
     cache = FeatureCache(Path(cache_dir) / "features" if cache_dir else None)
-    cells = [(f, c) for f in features for c in classifiers]
+    cells = plan_cells(dataset, features=list(features), classifiers=list(classifiers), cnns=list(cnns),
+                       out_dir=out_dir, preset=preset, seed=seed, classifier_params=classifier_params,
+                       feature_params=feature_params, select=select, flip=flip, epochs=epochs,
+                       batch_size=batch_size, train_params=train_params, cache=cache, log=log)
+    progress = Progress(len(cells), log)
+    commit = git_commit()
     records = []
-    for number, (spec, classifier) in enumerate(cells, start=1):
-        name = cell_id(spec, classifier)
-        relevant = {k: v for k, v in feature_params.items() if k in spec.split("+")}
-        config = cell_config(dataset, spec, classifier, feature_params=relevant, classifier_params=classifier_params,
-                             select=select, flip=flip, seed=seed)
-        path = out_dir / "records" / f"{name}.json"
-        done = None if force else finished_record(path, config)
+    for number, cell in enumerate(cells, start=1):
+        path = out_dir / "records" / f"{cell.name}.json"
+        done = None if force else finished_record(path, cell.config)
         if done is not None:
-            log(f"[{number}/{len(cells)}] {name}: finished earlier, skipped (accuracy {done['accuracy']:.4f})")
+            progress.finish(number, cell.name, f"finished earlier, skipped (accuracy {done['accuracy']:.4f})")
             records.append(done)
             continue
-        log(f"[{number}/{len(cells)}] {name}")
+        cell_log = progress.cell_log(number, cell.name)
+        cell_log("started")
+        memory = PeakMemory()
         try:
-            record = run_classic_cell(
-                dataset, spec, classifier, out_dir, feature_params=relevant, classifier_params=classifier_params,
-                select=select, flip=flip, seed=seed, cache=cache, log=log,
-            )
-            log(f"[{number}/{len(cells)}] {name}: {dataset.test.name} accuracy {record['accuracy']:.4f}, "
-                f"macro F1 {record['f1_macro']:.4f}")
+            with memory:
+                record = cell.run(cell_log)
+            outcome = (f"{dataset.test.name} accuracy {record['accuracy']:.4f}, macro F1 {record['f1_macro']:.4f}, "
+                       f"{record.get('wall_seconds') or 0:.0f} s")
         except (KeyboardInterrupt, MemoryError):
             raise
         except Exception as exc:  # one failed cell must not end the sweep
-            record = error_record(name, "classic", exc, dataset=dataset.name, features=spec, classifier=classifier)
-            log(f"[{number}/{len(cells)}] {name}: failed: {record['error']}")
-        record["config"] = config
+            record = error_record(cell.name, cell.family, exc, **cell.describe)
+            outcome = f"failed: {record['error']}"
+        record.update(memory.result)
+        record.update({"config": cell.config, "preset": preset.name, "git_commit": commit,
+                       "dataset_notes": list(dataset.notes)})
+        relative_paths(record, out_dir)
         write_json_atomic(path, record)
         records.append(record)
+        progress.finish(number, cell.name, outcome)
     return records

@@ -1,0 +1,281 @@
+"""The sweep: cells of both families, presets, resume, error records, kill-and-resume, peak memory, `run --all`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks import sweep
+from benchmarks.cli import cells_to_run, cli
+from benchmarks.datasets import Dataset, Split
+from benchmarks.harness import cell_id, save_predictions
+from fer_classic.classifiers import CLASSIFIERS
+
+from conftest import CLASSES, synthetic_faces, write_kaggle_layout
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def synthetic_dataset(n_train=70, n_val=35, n_test=35) -> Dataset:
+    X, y = synthetic_faces(n_train + n_val + n_test, seed=1)
+    cut = np.cumsum([n_train, n_val])
+    return Dataset("synthetic", "memory", CLASSES, Split("Training", X[: cut[0]], y[: cut[0]]),
+                   Split("PublicTest", X[cut[0]:cut[1]], y[cut[0]:cut[1]]),
+                   Split("PrivateTest", X[cut[1]:], y[cut[1]:]), "synthetic, fixed", "synthetic-1")
+
+
+def fake_record(dataset, name, out_dir, family):
+    """What a cell returns: a finished record whose predictions file lies under out_dir (absolute path)."""
+    y = dataset.test.y
+    path = save_predictions(Path(out_dir).resolve() / "predictions" / f"{name}.npz", y, y, np.eye(7)[y], CLASSES)
+    return {"schema_version": 1, "cell": name, "family": family, "status": "ok", "error": None,
+            "dataset": dataset.name, "dataset_key": dataset.content_key,
+            "split": {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"},
+            "accuracy": 1.0, "f1_macro": 1.0, "validation_accuracy": 1.0, "n_test": len(y),
+            "fit_seconds": 0.1, "predict_ms_per_face": 0.2, "predict_ms_single": 1.0, "model_bytes": 10,
+            "predictions_path": str(path), "wall_seconds": 0.1}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Replace both cell runners with fakes that log their calls and return finished records."""
+    made = []
+
+    def classic(dataset, features, classifier, out_dir, **settings):
+        made.append(("classic", cell_id(features, classifier), settings))
+        if classifier == "dt":
+            raise ValueError("boom in dt")
+        return fake_record(dataset, cell_id(features, classifier), out_dir, "classic")
+
+    def deep(dataset, arch, out_dir, **settings):
+        made.append(("deep", f"cnn-{arch}", settings))
+        record = fake_record(dataset, f"cnn-{arch}", out_dir, "deep")
+        record["history"] = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.9], "accuracy": [0.5, 0.7],
+                             "val_accuracy": [0.4, 0.6]}
+        return record
+
+    monkeypatch.setattr(sweep, "run_classic_cell", classic)
+    monkeypatch.setattr(sweep, "run_deep_cell", deep)
+    return made
+
+
+def test_real_classic_cells_then_resume_skips_them(tmp_path, monkeypatch):
+    dataset = synthetic_dataset()
+    lines = []
+    records = sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["dt", "knn"], out_dir=tmp_path,
+                              select=False, log=lines.append)
+    assert [(r["cell"], r["status"]) for r in records] == [("lbp__dt", "ok"), ("lbp__knn", "ok")]
+    record = json.loads((tmp_path / "records" / "lbp__knn.json").read_text())
+    assert record["predictions_path"] == "predictions/lbp__knn.npz"  # relative to the run folder
+    assert record["model_path"] == "models/lbp__knn.joblib"
+    assert record["config"]["classifier"] == "knn" and record["preset"] == "full"
+    assert record["peak_rss_bytes"] >= record["start_rss_bytes"] > 0
+    assert any(line.startswith("[1/2 ") and "lbp__dt" in line for line in lines)
+    assert any(line.startswith("[2/2 ####################] lbp__knn: PrivateTest accuracy") for line in lines)
+
+    ran = []
+    monkeypatch.setattr(sweep, "run_classic_cell", lambda *args, **kwargs: ran.append(args) or {})
+    lines.clear()
+    again = sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["dt", "knn"], out_dir=tmp_path,
+                            select=False, log=lines.append)
+    assert ran == []
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in records]
+    assert sum("finished earlier, skipped" in line for line in lines) == 2
+
+    # different settings are a different result: the cell runs again
+    sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["knn"], out_dir=tmp_path, select=False,
+                    classifier_params={"n_neighbors": 3}, log=lines.append)
+    assert len(ran) == 1
+
+
+def test_failed_cell_becomes_error_record_and_is_retried(tmp_path, calls):
+    dataset = synthetic_dataset()
+    records = sweep.run_sweep(dataset=dataset, features=["hog"], classifiers=["dt", "knn"], out_dir=tmp_path,
+                              log=lambda _: None)
+    assert [r["status"] for r in records] == ["error", "ok"]  # the sweep went on after the failure
+    error = json.loads((tmp_path / "records" / "hog__dt.json").read_text())
+    assert error["error"] == "ValueError: boom in dt"
+    assert error["family"] == "classic" and error["classifier"] == "dt" and "config" in error
+    calls.clear()
+    sweep.run_sweep(dataset=dataset, features=["hog"], classifiers=["dt", "knn"], out_dir=tmp_path,
+                    log=lambda _: None)
+    assert [name for _, name, _ in calls] == ["hog__dt"]  # only the failed one reruns
+
+
+def test_deep_cells_get_the_preset_settings(tmp_path, calls):
+    dataset = synthetic_dataset(n_train=140)
+    quick = sweep.Preset("quick", "test", train_size=70, validation_size=14, select=False, cnn_epochs=2,
+                         batch_size=16)
+    records = sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["knn"], cnns=["seed", "vgg"],
+                              out_dir=tmp_path, preset=quick, log=lambda _: None)
+    assert [r["cell"] for r in records] == ["lbp__knn", "cnn-seed", "cnn-vgg"]
+    family, name, settings = calls[1]
+    assert (family, name) == ("deep", "cnn-seed")
+    assert {k: settings[k] for k in ("epochs", "batch_size", "seed", "resume", "train_subset")} == {
+        "epochs": 2, "batch_size": 16, "seed": 0, "resume": True, "train_subset": None}
+    assert calls[0][2]["select"] is False  # the preset's choice
+    record = json.loads((tmp_path / "records" / "cnn-vgg.json").read_text())
+    assert record["config"] == {"dataset_key": record["dataset_key"], "arch": "vgg", "epochs": 2,
+                                "batch_size": 16, "seed": 0, "train_params": {}}
+    assert record["predictions_path"] == "predictions/cnn-vgg.npz"
+    assert record["preset"] == "quick"
+    # every cell saw the same subsample: 70 of 140 training faces, 14 of 35 validation faces
+    assert record["dataset_key"] != dataset.content_key
+    assert "Training 70, PublicTest 14, PrivateTest 35" in record["dataset_notes"][0]
+
+
+def test_full_preset_epochs_per_architecture():
+    full = sweep.PRESETS["full"]
+    assert sweep.cnn_epochs("seed", full) == sweep.CNN_EPOCHS["seed"]
+    assert sweep.cnn_epochs("seed", full, override=3) == 3
+    assert sweep.cnn_epochs("seed", sweep.PRESETS["quick"]) == 2
+
+
+def test_stratified_subset_keeps_class_shares():
+    y = np.repeat(np.arange(4), [400, 300, 200, 100])
+    index = sweep.stratified_subset(y, 100, seed=0)
+    assert np.bincount(y[index]).tolist() == [40, 30, 20, 10]
+    assert np.array_equal(index, sweep.stratified_subset(y, 100, seed=0))
+    assert not np.array_equal(index, sweep.stratified_subset(y, 100, seed=1))
+    assert len(sweep.stratified_subset(y, None, seed=0)) == 1000
+    with pytest.raises(ValueError, match="a subset needs at least one face"):
+        sweep.stratified_subset(y, 0, seed=0)
+
+
+def test_subsample_dataset_leaves_full_preset_alone():
+    dataset = synthetic_dataset()
+    assert sweep.subsample_dataset(dataset, sweep.PRESETS["full"]) is dataset
+    small = sweep.subsample_dataset(dataset, sweep.Preset("p", "", train_size=35))
+    assert len(small.train) == 35 and small.test is dataset.test and small.content_key != dataset.content_key
+
+
+def test_relative_paths(tmp_path):
+    record = {"predictions_path": str(tmp_path / "predictions" / "a.npz"), "model_path": "/elsewhere/m.joblib",
+              "curves_png": str(tmp_path / "plots" / "c.png"), "accuracy": 0.5, "cell": "a"}
+    sweep.relative_paths(record, tmp_path)
+    assert record == {"predictions_path": "predictions/a.npz", "model_path": "/elsewhere/m.joblib",
+                      "curves_png": "plots/c.png", "accuracy": 0.5, "cell": "a"}
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with sweep.PeakMemory(interval=0.01) as memory:
+        block = np.ones(100_000_000 // 8)  # 100 MB, touched
+        del block
+    result = memory.result
+    assert result["peak_rss_bytes"] - result["start_rss_bytes"] >= 90_000_000
+    assert result["peak_tree_rss_bytes"] >= result["peak_rss_bytes"]
+    assert result["peak_memory_method"].split()[0] in ("VmHWM", "ru_maxrss")
+
+
+def test_progress_lines():
+    lines = []
+    progress = sweep.Progress(4, lines.append, width=8)
+    progress.cell_log(1, "hog__svm")("fitting")
+    progress.finish(1, "hog__svm", "done")
+    assert lines[0].startswith("[1/4 ........] hog__svm +0:00:00: fitting")
+    assert lines[1].startswith("[1/4 ##......] hog__svm: done (sweep 1/4 done, 0:00:")
+
+
+def test_cells_to_run():
+    assert cells_to_run(False, None, None, None) == (["hog"], ["svm"], [])
+    assert cells_to_run(False, "lbp", "knn,DT", None) == (["lbp"], ["knn", "dt"], [])
+    assert cells_to_run(False, None, None, "seed") == ([], [], ["seed"])
+    features, classifiers, cnns = cells_to_run(True, None, None, None)
+    assert features == list(sweep.FEATURE_SETS) == ["lbp", "hog", "landmarks", "hog+lbp+landmarks"]
+    assert classifiers == list(CLASSIFIERS) and cnns == list(sweep.deep_architectures()) and cnns
+    assert cells_to_run(True, "hog", None, "seed") == (["hog"], list(CLASSIFIERS), ["seed"])
+
+
+def test_cli_run_all_both_families_writes_report(tmp_path, calls):
+    data = write_kaggle_layout(tmp_path / "fer2013", per_class=2)
+    out = tmp_path / "run"
+    args = ["run", "--all", "--features", "hog", "--classifier", "knn,svm", "--preset", "quick", "--data", str(data),
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    expected = ["hog__knn", "hog__svm"] + [f"cnn-{a}" for a in sweep.deep_architectures()]
+    assert [name for _, name, _ in calls] == expected
+    assert all(name in result.stdout for name in expected)
+    page = (out / "report.html").read_text()
+    assert "The two families tie: the best CNN (cnn-" in page  # every fake cell is right on every face
+    assert "McNemar" in page and (out / "records.csv").is_file()
+    calls.clear()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and calls == []
+    assert again.stderr.count("finished earlier, skipped") == len(expected)
+
+
+def test_cli_run_unknown_cnn_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--cnn", "resnet9000", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "unknown CNN 'resnet9000'; choose from" in result.stderr
+
+
+KILL_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from benchmarks import sweep
+from benchmarks.cli import cli
+from benchmarks.harness import cell_id
+
+out = Path(sys.argv[1])
+
+def cell(dataset, features, classifier, out_dir, **settings):
+    name = cell_id(features, classifier)
+    with open(out / "calls.txt", "a") as stream:
+        stream.write(name + "\\n")
+    if classifier == "dt" and os.environ.get("HANG_IN_DT"):
+        (out / "dt-started").write_text("")
+        time.sleep(300)  # killed here
+    return {"cell": name, "family": "classic", "status": "ok", "accuracy": 0.5, "f1_macro": 0.5,
+            "split": {"test": "PrivateTest"}, "fit_seconds": 0.0, "predict_ms_per_face": 0.0}
+
+sweep.run_classic_cell = cell
+cli(["run", "--features", "lbp", "--classifier", "knn,dt,svm", "--data", sys.argv[2], "--out", str(out),
+     "--cache-dir", sys.argv[3], "--no-report"], prog_name="fer-bench")
+"""
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
+def test_killed_sweep_resumes_with_only_the_interrupted_cell(tmp_path, signal_number):
+    data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
+    out = tmp_path / "run"
+    out.mkdir()
+    script = tmp_path / "sweep_script.py"
+    script.write_text(KILL_SCRIPT)
+    command = [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HANG_IN_DT": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "dt-started").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the sweep never reached the second cell"
+            time.sleep(0.05)
+        process.send_signal(signal_number)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    if signal_number == signal.SIGINT:
+        assert process.returncode == 130
+        assert "interrupted; finished cells are saved" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in (out / "records").glob("*.json")) == ["lbp__knn.json"]
+    assert (out / "calls.txt").read_text().split() == ["lbp__knn", "lbp__dt"]
+
+    (out / "calls.txt").unlink()
+    del env["HANG_IN_DT"]
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "calls.txt").read_text().split() == ["lbp__dt", "lbp__svm"]  # knn skipped, dt reruns
+    assert "lbp__knn: finished earlier, skipped" in rerun.stderr
