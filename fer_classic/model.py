@@ -134,7 +134,7 @@ class ClassicModel:
         self.extractor_ = self.make_extractor().fit(X[:1])
         F = features if features is not None else self.extractor_.transform(X)
         self.estimator_ = make_classifier(self.classifier, self.classifier_params, seed=self.seed)
-        _fit_pca_to_data(self.estimator_, F)
+        _fit_pca_to_data(self.estimator_, *F.shape)
         self.estimator_.fit(F, y)
         self.calibrator_ = None
         if not hasattr(self.estimator_, "predict_proba"):
@@ -144,9 +144,10 @@ class ClassicModel:
                 self.calibrator_ = CalibratedClassifierCV(FrozenEstimator(self.estimator_), method="sigmoid")
                 self.calibrator_.fit(F_val, encode_labels(y_val, self.classes_))
             else:
-                self.calibrator_ = CalibratedClassifierCV(
-                    make_classifier(self.classifier, self.classifier_params, seed=self.seed), method="sigmoid", cv=3
-                ).fit(F, y)
+                folds = 3
+                base = make_classifier(self.classifier, self.classifier_params, seed=self.seed)
+                _fit_pca_to_data(base, len(F) * (folds - 1) // folds, F.shape[1])  # each fold fits on 2/3
+                self.calibrator_ = CalibratedClassifierCV(base, method="sigmoid", cv=folds).fit(F, y)
         self.n_train_ = len(y)
         return self
 
@@ -218,15 +219,15 @@ class ClassicModel:
         return f"ClassicModel(features={self.features!r}, classifier={self.classifier!r})"
 
 
-def _fit_pca_to_data(estimator, F) -> None:
-    """Lower a PCA step's component count to what the data allows.
+def _fit_pca_to_data(estimator, n_samples: int, n_features: int) -> None:
+    """Lower a PCA step's component count to what ``n_samples`` x ``n_features`` data allows.
 
     The registry's defaults (a few hundred components) suit FER-2013; a small
     dataset has fewer faces than that, where PCA would refuse to fit.
     """
     from sklearn.decomposition import PCA
 
-    limit = min(F.shape)
+    limit = min(n_samples, n_features)
     for step in getattr(estimator, "named_steps", {}).values():
         if isinstance(step, PCA) and isinstance(step.n_components, int) and step.n_components > limit:
             step.set_params(n_components=limit)
