@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from fer_classic.classifiers import CLASSIFIERS
+from fer_classic.faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTORS
 from fer_classic.features import FEATURES, LandmarkModelError, parse_feature_spec
 from fer_classic.model import ModelFileError
 
@@ -386,6 +387,76 @@ def compare(run_dir, models, resamples):
     with user_errors(), report_errors():
         analysis = analyse_run(run_dir, n_resamples=resamples)
         click.echo(summary_text(analysis, tuple(names) or None))
+
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@cli.command("predict")
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("paths", metavar="[PATH]...", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--webcam", type=click.IntRange(min=0), default=None, metavar="INDEX",
+              help="Also read the live camera INDEX (0: the first) until Ctrl-C or --max-frames.")
+@click.option("--detector", type=click.Choice(list(DETECTORS)), default=DEFAULT_DETECTOR, show_default=True,
+              help="Face detector.")
+@click.option("--min-face", type=click.IntRange(min=1), default=DEFAULT_MIN_FACE, show_default=True, metavar="N",
+              help="Smallest face reported, in pixels.")
+@click.option("--max-side", type=click.IntRange(min=64), default=DEFAULT_MAX_SIDE, show_default=True, metavar="N",
+              help="Larger photos and frames are searched downscaled to this longest side.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Process every N-th video frame.")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
+              help="Video frames searched and classified together.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stop each video (and the camera) after N frames.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON lines to this file instead of stdout.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the records as CSV to this file.")
+@click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Write each photo and video with boxes and labels drawn under DIR.")
+def predict(model_path, paths, webcam, detector, min_face, max_side, every, batch_size, max_frames, json_path,
+            csv_path, annotate_dir):
+    """Find faces in photos, folders (recursively), videos or a camera, and classify their expressions.
+
+    Prints one JSON line per face: file, frame and time (video), box
+    [x, y, w, h] in original pixels, label, probabilities per class and
+    valence (positive, neutral, negative).  A photo or frame without a face
+    gets a record with a null face and a reason.  An input that cannot be
+    read is reported on stderr and the others go on; the exit status is then 1.
+    """
+    from .predict import PredictOptions, RecordWriter, load_predict_model, predict_inputs
+
+    if not paths and webcam is None:
+        raise click.UsageError("give at least one PATH (photo, video or folder) or --webcam INDEX")
+    options = PredictOptions(detector=detector, min_face=min_face, max_side=max_side, every=every,
+                             batch_size=batch_size, max_frames=max_frames)
+    with user_errors():
+        model = load_predict_model(model_path)
+        with contextlib.ExitStack() as stack:
+            json_stream = csv_stream = None
+            if json_path is not None:
+                json_stream = stack.enter_context(open(json_path, "w", encoding="utf-8"))
+            elif csv_path is None:
+                json_stream = sys.stdout
+            if csv_path is not None:
+                csv_stream = stack.enter_context(open(csv_path, "w", encoding="utf-8", newline=""))
+            counts = predict_inputs(
+                model, paths, webcam=webcam, options=options, annotate_dir=annotate_dir,
+                emit=RecordWriter(model.classes_, json_stream=json_stream, csv_stream=csv_stream),
+                warn=lambda message: click.echo(f"fer-bench: note: {message}", err=True),
+                error=lambda message: click.echo(f"fer-bench: error: {message}", err=True),
+            )
+    summary = f"{counts['faces']} face(s) in {counts['inputs'] - counts['failed']} of {counts['inputs']} input(s)"
+    if counts["frames"]:
+        summary += f", {counts['frames']} video frame(s) processed"
+    click.echo(f"fer-bench: {summary}", err=True)
+    if counts["interrupted"]:
+        sys.exit(130)
+    if counts["failed"]:
+        click.echo(f"fer-bench: {counts['failed']} input(s) failed", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

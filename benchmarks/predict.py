@@ -1,0 +1,686 @@
+"""Predict facial expressions on photos, folders, video files and a live camera.
+
+Plain functions behind ``fer-bench predict``.  Every face found becomes one
+record (a plain dict, one JSON line)::
+
+    {"file": "party.jpg", "frame": null, "time": null, "face": 0,
+     "box": [412, 80, 96, 96], "label": "happy", "valence": "positive",
+     "probabilities": {"angry": 0.02, ...}, "reason": null}
+
+``box`` is ``[x, y, width, height]`` in the original image's pixels; ``frame``
+and ``time`` (seconds) are set for video.  A photo or processed frame without
+a face still gets one record, with ``face``, ``box``, ``label`` null and a
+``reason``.  An input that cannot be read raises :class:`InputError`, whose
+message names it; :func:`predict_inputs` reports it and goes on with the rest.
+
+Importing this module imports neither TensorFlow nor Keras; a classical
+model never needs them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer_classic.faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, find_faces_many, get_detector
+
+from .metrics import VALENCE_GROUPS
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm", ".jp2"}
+)
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"})
+MAX_IMAGE_PIXELS = 150_000_000
+"""Largest photo decoded (150 megapixels: 450 MB as BGR); larger ones are refused with a message."""
+
+VALENCE = {label: group for group, labels in VALENCE_GROUPS.items() for label in labels}
+"""Class name -> valence group: positive = happy, surprise; neutral; negative = angry, disgust, fear, sad."""
+
+RECORD_FIELDS = ("file", "frame", "time", "face", "box", "label", "valence", "probabilities", "reason")
+
+
+class InputError(Exception):
+    """One input (file, folder or camera) could not be processed; the message names it."""
+
+
+@dataclass
+class PredictOptions:
+    """How faces are found and videos sampled.
+
+    Attributes
+    ----------
+    detector : str
+        Registry name in :data:`fer_classic.faces.DETECTORS`.
+    min_face : int
+        Smallest face reported, in pixels (detector box width).
+    max_side : int
+        Longest side of the image searched; larger photos and frames are searched downscaled.
+    every : int
+        Process every ``every``-th video frame.
+    batch_size : int
+        Video frames searched and classified together.
+    max_frames : int or None
+        Stop a video or the camera after this many frames read.
+    max_pixels : int
+        Photos with more pixels are refused.
+    """
+
+    detector: str = DEFAULT_DETECTOR
+    min_face: int = DEFAULT_MIN_FACE
+    max_side: int = DEFAULT_MAX_SIDE
+    every: int = 1
+    batch_size: int = 16
+    max_frames: int | None = None
+    max_pixels: int = MAX_IMAGE_PIXELS
+
+
+# --------------------------------------------------------------------------- model
+
+
+def load_predict_model(path):
+    """Load a saved classical or deep model by its content (:func:`benchmarks.models.load_model`).
+
+    Keras is imported only for a deep model file.  Where the dispatcher
+    :mod:`benchmarks.models` is absent, classical models load directly.
+    """
+    try:
+        from .models import load_model
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.models":
+            raise
+        from fer_classic.model import ClassicModel
+
+        return ClassicModel.load(path)
+    return load_model(path)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def face_record(source: str, index: int, face, probabilities, classes, *, frame=None, seconds=None) -> dict:
+    """The record of one classified face."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    label = str(classes[int(np.argmax(probabilities))])
+    return {
+        "file": source,
+        "frame": frame,
+        "time": None if seconds is None else round(float(seconds), 3),
+        "face": index,
+        "box": [int(v) for v in face.box],
+        "label": label,
+        "valence": VALENCE.get(label),
+        "probabilities": {str(name): round(float(p), 4) for name, p in zip(classes, probabilities)},
+        "reason": None,
+    }
+
+
+def no_face_record(source: str, reason: str, *, frame=None, seconds=None) -> dict:
+    """The record of a photo or frame in which no face was found."""
+    return {
+        "file": source,
+        "frame": frame,
+        "time": None if seconds is None else round(float(seconds), 3),
+        "face": None,
+        "box": None,
+        "label": None,
+        "valence": None,
+        "probabilities": None,
+        "reason": reason,
+    }
+
+
+def _no_face_reason(options: PredictOptions, shape) -> str:
+    detector = get_detector(options.detector)
+    smallest = detector.effective_min_face(shape, min_face=options.min_face, max_side=options.max_side)
+    return f"no face found by {options.detector} (faces at least {smallest} px wide)"
+
+
+def classify_faces(model, faces_per_image, sources, *, shapes=None, frames=None, seconds=None, options=None) -> list:
+    """Classify every face of several images in one ``predict_proba`` call; records per image.
+
+    Parameters
+    ----------
+    model : ClassicModel or DeepModel
+        Anything with ``predict_proba`` on (n, 48, 48) uint8 and ``classes_``.
+    faces_per_image : list of list of Face
+        From :func:`fer_classic.faces.find_faces_many`.
+    sources : list of str
+        The file name (or camera) of each image.
+    shapes : list of tuple, optional
+        Shape of each image, to word the no-face reason (the smallest face findable).
+    frames, seconds : list, optional
+        Frame index and time of each image, for video.
+    options : PredictOptions
+        Used to word the no-face reason.
+    """
+    options = options or PredictOptions()
+    crops = [face.crop for faces in faces_per_image for face in faces]
+    probabilities = model.predict_proba(np.stack(crops)) if crops else np.zeros((0, len(model.classes_)))
+    out, position = [], 0
+    for i, faces in enumerate(faces_per_image):
+        frame = frames[i] if frames is not None else None
+        second = seconds[i] if seconds is not None else None
+        if not faces:
+            shape = shapes[i] if shapes is not None else None
+            reason = _no_face_reason(options, shape) if shape is not None else f"no face found by {options.detector}"
+            out.append([no_face_record(sources[i], reason, frame=frame, seconds=second)])
+            continue
+        records = []
+        for index, face in enumerate(faces):
+            records.append(face_record(sources[i], index, face, probabilities[position], model.classes_,
+                                       frame=frame, seconds=second))
+            position += 1
+        out.append(records)
+    return out
+
+
+def _classify_images(model, images, sources, options, *, frames=None, seconds=None) -> list:
+    """Find, align and classify the faces of several images; one list of records per image."""
+    found = find_faces_many(images, detector=options.detector, min_face=options.min_face, max_side=options.max_side)
+    return classify_faces(model, found, sources, shapes=[image.shape for image in images], frames=frames,
+                          seconds=seconds, options=options)
+
+
+# --------------------------------------------------------------------------- drawing
+
+_VALENCE_COLOURS = {"positive": (60, 200, 60), "neutral": (0, 200, 255), "negative": (60, 60, 230), None: (255, 160, 0)}
+
+
+def draw_records(image, records) -> np.ndarray:
+    """A BGR copy of ``image`` with each record's box and ``label p`` drawn (green, amber, red by valence)."""
+    import cv2
+
+    canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image[:, :, :3].copy()
+    canvas = np.ascontiguousarray(canvas)
+    for record in records:
+        if record.get("box") is None:
+            continue
+        x, y, w, h = record["box"]
+        colour = _VALENCE_COLOURS.get(record.get("valence"), _VALENCE_COLOURS[None])
+        thickness = max(2, int(round(w / 60)))
+        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colour, thickness)
+        p = (record.get("probabilities") or {}).get(record["label"])
+        text = f"{record['label']} {p:.2f}" if p is not None else str(record["label"])
+        scale = max(0.4, w / 160)
+        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1 + int(scale))
+        top = y - th - baseline - 4 if y - th - baseline - 4 >= 0 else y + h  # above the box, or below at the top edge
+        cv2.rectangle(canvas, (x, top), (x + tw + 4, top + th + baseline + 4), colour, cv2.FILLED)
+        cv2.putText(canvas, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1 + int(scale),
+                    cv2.LINE_AA)
+    return canvas
+
+
+# --------------------------------------------------------------------------- photos
+
+
+def _header_size(path: Path):
+    """(width, height) from the file header without decoding, or None if unknown; inf x inf if absurdly large."""
+    try:
+        import warnings
+
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own limit
+            with Image.open(path) as image:
+                return image.size
+    except Image.DecompressionBombError:
+        return (math.inf, math.inf)
+    except Exception:  # not a format Pillow knows: OpenCV may still decode it
+        return None
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except IsADirectoryError:
+        raise InputError(f"{path}: a folder where a file was expected") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if data.size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    return data
+
+
+def read_image(path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode a photo to a BGR (or gray) array; :class:`InputError` naming the file if it cannot be."""
+    import cv2
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    data = _read_bytes(path)
+    size = _header_size(path)
+    if size is not None and size[0] * size[1] > max_pixels:
+        shown = "more than 178" if math.isinf(size[0]) else f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f}"
+        raise InputError(
+            f"{path}: image too large ({shown} megapixels; the limit is {max_pixels / 1e6:.0f}); downscale it first"
+        )
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as error:  # OpenCV refuses images above its own pixel limit this way
+        raise InputError(f"{path}: cannot be decoded ({str(error).strip().splitlines()[-1]})") from None
+    if image is None:
+        raise InputError(f"{path}: not an image OpenCV can decode (corrupt, truncated or another kind of file)")
+    return image
+
+
+def predict_image(model, path, *, options: PredictOptions | None = None, source: str | None = None,
+                  annotate_to=None, warn=None) -> list:
+    """Records for every face in one photo (or one no-face record).
+
+    Parameters
+    ----------
+    model : ClassicModel or DeepModel
+        The expression model.
+    path : path
+        The photo.
+    options : PredictOptions
+        Detector and sizes.
+    source : str, optional
+        What the records call the file (default: ``str(path)``).
+    annotate_to : path, optional
+        Write the photo with boxes and labels drawn here.
+    warn : callable, optional
+        Receives notes (e.g. a huge photo searched downscaled).
+    """
+    options = options or PredictOptions()
+    image = read_image(path, max_pixels=options.max_pixels)
+    _note_downscale(path, image.shape, options, warn)
+    records = _classify_images(model, [image], [source or str(path)], options)[0]
+    if annotate_to is not None:
+        _write_image(annotate_to, draw_records(image, records))
+    return records
+
+
+def _note_downscale(path, shape, options, warn):
+    detector = get_detector(options.detector)
+    smallest = detector.effective_min_face(shape, min_face=options.min_face, max_side=options.max_side)
+    if warn is not None and smallest > options.min_face:
+        warn(f"{path}: {shape[1]}x{shape[0]} pixels is searched downscaled (--max-side {options.max_side}); "
+             f"faces narrower than {smallest} px may be missed")
+
+
+def _write_image(path, image):
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise InputError(f"{path}: the annotated image could not be written")
+
+
+# --------------------------------------------------------------------------- video
+
+
+def _quiet_opencv():
+    """Keep OpenCV's and FFmpeg's own warnings (e.g. on a file that is not a video) off stderr; we report in words."""
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+def open_video(path):
+    """An opened ``cv2.VideoCapture`` whose first frame decodes; :class:`InputError` naming the file otherwise."""
+    import cv2
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        raise InputError(f"{path}: a folder where a file was expected")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    _quiet_opencv()
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise InputError(f"{path}: the video could not be opened (damaged, or a codec OpenCV's FFmpeg lacks)")
+    ok, frame = capture.read()
+    if not ok or frame is None:
+        capture.release()
+        raise InputError(f"{path}: the video opened but no frame could be decoded (damaged, or an unsupported codec)")
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    return capture
+
+
+def _video_writer(path, fps: float, shape):
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (shape[1], shape[0]))
+    if not writer.isOpened():
+        raise InputError(f"{path}: the annotated video could not be written (mp4v)")
+    return writer
+
+
+def predict_frames(model, frames, *, source: str, fps: float | None, options: PredictOptions | None = None,
+                   annotate_to=None, warn=None, live: bool = False):
+    """Records for a stream of frames; yields lists of records, one list per processed frame.
+
+    Every ``options.every``-th frame is processed; up to ``options.batch_size``
+    processed frames are searched and classified together (one frame at a
+    time when ``live``).  With ``annotate_to`` every frame read is written to
+    an mp4v video there, each showing the boxes of the latest processed frame,
+    so the annotated video has the input's length and frame rate.
+    """
+    options = options or PredictOptions()
+    every, batch_size = max(1, int(options.every)), 1 if live else max(1, int(options.batch_size))
+    writer, shown = None, []
+    pending, pending_frames = [], []  # (index, image) to process; every frame since the last flush
+    noted = False
+    start = time.monotonic()
+
+    def flush():
+        nonlocal writer, shown
+        if not pending and not pending_frames:
+            return []
+        out = []
+        if pending:
+            indices, images, stamps = zip(*pending)
+            records = _classify_images(model, list(images), [source] * len(images), options,
+                                       frames=list(indices), seconds=list(stamps))
+            out = records
+            by_index = dict(zip(indices, records))
+        else:
+            by_index = {}
+        if annotate_to is not None:
+            for index, image in pending_frames:
+                if writer is None:
+                    writer = _video_writer(annotate_to, fps or 30.0, image.shape)
+                shown = by_index.get(index, shown)
+                writer.write(draw_records(image, shown))
+        pending.clear()
+        pending_frames.clear()
+        return out
+
+    try:
+        for index, image in enumerate(frames):
+            if options.max_frames is not None and index >= options.max_frames:
+                break
+            if not noted:
+                _note_downscale(source, image.shape, options, warn)
+                noted = True
+            if annotate_to is not None:
+                pending_frames.append((index, image))
+            if index % every == 0:
+                stamp = time.monotonic() - start if live else (index / fps if fps else None)
+                pending.append((index, image, stamp))
+            # Bounded buffering: with annotation and a large --every, frames
+            # between processed ones pile up; flush before they use much memory.
+            if len(pending) >= batch_size or len(pending_frames) >= max(64, batch_size):
+                yield from flush()
+        yield from flush()
+    finally:
+        if writer is not None:
+            writer.release()
+
+
+def _frames(capture):
+    while True:
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            return
+        yield frame
+
+
+def predict_video(model, path, *, options: PredictOptions | None = None, source: str | None = None,
+                  annotate_to=None, warn=None):
+    """Records for a video file; yields a list of records per processed frame (see :func:`predict_frames`)."""
+    import cv2
+
+    capture = open_video(path)
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps and math.isfinite(fps) and fps > 0 else None
+        yield from predict_frames(model, _frames(capture), source=source or str(path), fps=fps, options=options,
+                                  annotate_to=annotate_to, warn=warn)
+    finally:
+        capture.release()
+
+
+def open_camera(index: int):
+    """An opened camera whose first frame arrives; :class:`InputError` if there is no such camera."""
+    import cv2
+
+    _quiet_opencv()
+    capture = cv2.VideoCapture(int(index))
+    ok = capture.isOpened()
+    if ok:
+        ok, frame = capture.read()
+        ok = ok and frame is not None
+    if not ok:
+        capture.release()
+        raise InputError(f"camera {index}: could not be opened (no such camera, in use, or no permission)")
+    return capture
+
+
+def predict_camera(model, index: int, *, options: PredictOptions | None = None, annotate_to=None, warn=None):
+    """Records from a live camera, one frame at a time, until ``options.max_frames`` or Ctrl-C."""
+    import cv2
+
+    capture = open_camera(index)
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps and math.isfinite(fps) and fps > 0 else 30.0
+        try:
+            yield from predict_frames(model, _frames(capture), source=f"camera:{index}", fps=fps, options=options,
+                                      annotate_to=annotate_to, warn=warn, live=True)
+        except KeyboardInterrupt:  # the way to stop a live camera; what was written stays valid
+            return
+    finally:
+        capture.release()
+
+
+# --------------------------------------------------------------------------- many inputs
+
+
+def expand_inputs(paths):
+    """``[(file, kind, annotate_name), ...]`` for paths given: files as they are, folders searched recursively.
+
+    ``kind`` is ``"image"``, ``"video"`` or ``"unknown"`` (a file named on the
+    command line whose extension says neither: tried as a photo, then as a
+    video).  Inside folders only files with a photo or video extension are
+    taken.  A missing path is returned with kind ``"missing"``.
+    """
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                kind = _kind(file)
+                if kind != "unknown":
+                    out.append((file, kind, Path(path.name or "input") / file.relative_to(path)))
+        elif path.exists():
+            out.append((path, _kind(path), Path(path.name)))
+        else:
+            out.append((path, "missing", Path(path.name)))
+    return out
+
+
+def _kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    return "unknown"
+
+
+def _annotation_path(annotate_dir, name: Path, kind: str, source: Path, used: set) -> Path:
+    suffix = name.suffix.lower()
+    if kind == "video":
+        name = name.with_suffix(".mp4")
+    elif suffix not in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}:
+        name = name.with_suffix(".png")
+    out = Path(annotate_dir) / name
+    candidate, n = out, 0
+    # Never overwrite the input itself, nor an annotation written earlier in this run.
+    while candidate.resolve() in used or (candidate.exists() and candidate.resolve() == Path(source).resolve()):
+        n += 1
+        candidate = out.with_name(f"{out.stem}_annotated{n if n > 1 else ''}{out.suffix}")
+    used.add(candidate.resolve())
+    return candidate
+
+
+def predict_inputs(model, paths, *, webcam: int | None = None, options: PredictOptions | None = None,
+                   annotate_dir=None, emit=None, warn=None, error=None) -> dict:
+    """Predict on every photo, video and folder in ``paths`` (and a camera), going on past bad inputs.
+
+    Parameters
+    ----------
+    model : ClassicModel or DeepModel
+        The expression model.
+    paths : list of path
+        Photos, videos and folders (searched recursively).
+    webcam : int, optional
+        Index of a live camera to read after the paths.
+    options : PredictOptions
+        Detector, face size, frame sampling.
+    annotate_dir : path, optional
+        Write annotated copies of photos and videos under this folder.
+    emit : callable
+        Called with each record.
+    warn, error : callable
+        Called with a note, or with the message of an input that failed.
+
+    Returns
+    -------
+    dict
+        ``inputs``, ``failed``, ``records``, ``faces``, ``frames`` counts, and
+        ``interrupted`` (Ctrl-C while reading files; Ctrl-C on the camera just stops it).
+    """
+    options = options or PredictOptions()
+    get_detector(options.detector)  # an unknown name fails here, before any input is read
+    emit = emit or (lambda record: None)
+    warn = warn or (lambda message: None)
+    error = error or (lambda message: None)
+    counts = {"inputs": 0, "failed": 0, "records": 0, "faces": 0, "frames": 0, "interrupted": False}
+    used: set = set()
+
+    def take(records):
+        for record in records:
+            emit(record)
+            counts["records"] += 1
+            counts["faces"] += record["face"] is not None
+
+    try:
+        for path, kind, name in expand_inputs(paths):
+            counts["inputs"] += 1
+            try:
+                if kind == "missing":
+                    raise InputError(f"{path}: no such file or folder")
+                if kind == "unknown":
+                    kind = _guess_kind(path)
+                annotate_to = None
+                if annotate_dir is not None:
+                    annotate_to = _annotation_path(annotate_dir, name, kind, path, used)
+                if kind == "image":
+                    take(predict_image(model, path, options=options, annotate_to=annotate_to, warn=warn))
+                else:
+                    for records in predict_video(model, path, options=options, annotate_to=annotate_to, warn=warn):
+                        counts["frames"] += 1
+                        take(records)
+            except InputError as failure:
+                counts["failed"] += 1
+                error(str(failure))
+    except KeyboardInterrupt:
+        # Records already emitted stay valid; an annotated video being
+        # written is closed by its generator's cleanup and plays up to here.
+        counts["interrupted"] = True
+        warn("interrupted; the records so far are written")
+        return counts
+    if webcam is not None:
+        counts["inputs"] += 1
+        annotate_to = Path(annotate_dir) / f"camera{webcam}.mp4" if annotate_dir is not None else None
+        try:
+            for records in predict_camera(model, webcam, options=options, annotate_to=annotate_to, warn=warn):
+                counts["frames"] += 1
+                take(records)
+        except InputError as failure:
+            counts["failed"] += 1
+            error(str(failure))
+        except KeyboardInterrupt:  # Ctrl-C is how a live camera is stopped: not a failure
+            warn(f"camera {webcam} stopped")
+    return counts
+
+
+def _guess_kind(path: Path) -> str:
+    """A file whose extension says nothing: a photo if OpenCV knows its header, else a video if it opens as one."""
+    import cv2
+
+    try:
+        if cv2.haveImageReader(str(path)):
+            return "image"
+    except cv2.error:
+        pass
+    try:
+        open_video(path).release()
+    except InputError as failure:
+        if "empty file" in str(failure):
+            raise
+        raise InputError(f"{path}: neither an image nor a video OpenCV can decode") from None
+    return "video"
+
+
+# --------------------------------------------------------------------------- output
+
+
+class RecordWriter:
+    """Writes records as JSON lines (to a stream or a file) and/or CSV, as they come.
+
+    Parameters
+    ----------
+    classes : sequence of str
+        The model's classes: one probability column each in the CSV.
+    json_stream : file-like, optional
+        Where JSON lines go (stdout, or an opened ``--json`` file).
+    csv_stream : file-like, optional
+        Where CSV rows go.
+    """
+
+    def __init__(self, classes, *, json_stream=None, csv_stream=None):
+        self.classes = tuple(classes)
+        self.json_stream = json_stream
+        self.csv_writer = None
+        if csv_stream is not None:
+            self.csv_writer = csv.writer(csv_stream)
+            self.csv_writer.writerow(self.csv_header(self.classes))
+
+    @staticmethod
+    def csv_header(classes) -> list:
+        """Columns of the CSV: file, frame, time, face, x, y, w, h, label, valence, p_<class>..., reason."""
+        return ["file", "frame", "time", "face", "x", "y", "w", "h", "label", "valence",
+                *[f"p_{name}" for name in classes], "reason"]
+
+    @staticmethod
+    def csv_row(record, classes) -> list:
+        """One record as a CSV row (empty cells for nulls)."""
+        def cell(value):
+            return "" if value is None else value
+
+        box = record["box"] or [None] * 4
+        probabilities = record["probabilities"] or {}
+        return [record["file"], cell(record["frame"]), cell(record["time"]), cell(record["face"]),
+                *[cell(v) for v in box], cell(record["label"]), cell(record["valence"]),
+                *[cell(probabilities.get(name)) for name in classes], cell(record["reason"])]
+
+    def __call__(self, record: dict):
+        if self.json_stream is not None:
+            self.json_stream.write(json.dumps(record) + "\n")
+            self.json_stream.flush()  # a live camera's records should appear as they come
+        if self.csv_writer is not None:
+            self.csv_writer.writerow(self.csv_row(record, self.classes))
