@@ -18,11 +18,13 @@ from fer_classic.classifiers import CLASSIFIERS
 from fer_classic.faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTORS
 from fer_classic.features import FEATURES, LandmarkModelError, parse_feature_spec
 from fer_classic.model import ModelFileError
+from fer_deep import ARCHITECTURE_NAMES, DeepDependencyError, DeepModelFileError
 
 from .datasets import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
 from .sweep import FEATURE_SETS, PRESETS, deep_architectures
 
-USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter)
+USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter,
+               DeepModelFileError, DeepDependencyError)
 
 
 class UserError(click.ClickException):
@@ -388,6 +390,186 @@ def compare(run_dir, models, resamples):
         analysis = analyse_run(run_dir, n_resamples=resamples)
         click.echo(summary_text(analysis, tuple(names) or None))
 
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@cli.command("predict")
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("paths", metavar="[PATH]...", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--webcam", type=click.IntRange(min=0), default=None, metavar="INDEX",
+              help="Also read the live camera INDEX (0: the first) until Ctrl-C or --max-frames.")
+@click.option("--detector", type=click.Choice(list(DETECTORS)), default=DEFAULT_DETECTOR, show_default=True,
+              help="Face detector.")
+@click.option("--min-face", type=click.IntRange(min=1), default=DEFAULT_MIN_FACE, show_default=True, metavar="N",
+              help="Smallest face reported, in pixels.")
+@click.option("--max-side", type=click.IntRange(min=64), default=DEFAULT_MAX_SIDE, show_default=True, metavar="N",
+              help="Larger photos and frames are searched downscaled to this longest side.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Process every N-th video frame.")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
+              help="Video frames searched and classified together.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stop each video (and the camera) after N frames.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON lines to this file instead of stdout.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the records as CSV to this file.")
+@click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Write each photo and video with boxes and labels drawn under DIR.")
+def predict(model_path, paths, webcam, detector, min_face, max_side, every, batch_size, max_frames, json_path,
+            csv_path, annotate_dir):
+    """Find faces in photos, folders (recursively), videos or a camera, and classify their expressions.
+
+    Prints one JSON line per face: file, frame and time (video), box
+    [x, y, w, h] in original pixels, label, probabilities per class and
+    valence (positive, neutral, negative).  A photo or frame without a face
+    gets a record with a null face and a reason.  An input that cannot be
+    read is reported on stderr and the others go on; the exit status is then 1.
+    """
+    from .predict import PredictOptions, RecordWriter, load_predict_model, predict_inputs
+
+    if not paths and webcam is None:
+        raise click.UsageError("give at least one PATH (photo, video or folder) or --webcam INDEX")
+    options = PredictOptions(detector=detector, min_face=min_face, max_side=max_side, every=every,
+                             batch_size=batch_size, max_frames=max_frames)
+    with user_errors():
+        model = load_predict_model(model_path)
+        with contextlib.ExitStack() as stack:
+            json_stream = csv_stream = None
+            if json_path is not None:
+                json_stream = stack.enter_context(open(json_path, "w", encoding="utf-8"))
+            elif csv_path is None:
+                json_stream = sys.stdout
+            if csv_path is not None:
+                csv_stream = stack.enter_context(open(csv_path, "w", encoding="utf-8", newline=""))
+            counts = predict_inputs(
+                model, paths, webcam=webcam, options=options, annotate_dir=annotate_dir,
+                emit=RecordWriter(model.classes_, json_stream=json_stream, csv_stream=csv_stream),
+                warn=lambda message: click.echo(f"fer-bench: note: {message}", err=True),
+                error=lambda message: click.echo(f"fer-bench: error: {message}", err=True),
+            )
+    summary = f"{counts['faces']} face(s) in {counts['inputs'] - counts['failed']} of {counts['inputs']} input(s)"
+    if counts["frames"]:
+        summary += f", {counts['frames']} video frame(s) processed"
+    click.echo(f"fer-bench: {summary}", err=True)
+    if counts["interrupted"]:
+        sys.exit(130)
+    if counts["failed"]:
+        click.echo(f"fer-bench: {counts['failed']} input(s) failed", err=True)
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- train cnn, explain
+
+
+@cli.group("train")
+def train_group():
+    """Train one model and save it (the CNNs of the deep path)."""
+
+
+@train_group.command("cnn")
+@click.option("--arch", type=click.Choice(list(ARCHITECTURE_NAMES)), default="seed", show_default=True,
+              help="; ".join(f"{name}: {text}" for name, text in ARCHITECTURE_NAMES.items()) + ".")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Maximum epochs; early stopping on the validation split may end sooner "
+                   "[default: per architecture, see fer_deep.DEFAULT_EPOCHS].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size.")
+@click.option("--resume", is_flag=True,
+              help="Continue from the checkpoint of an interrupted run with the same settings (else start afresh).")
+@data_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/latest", show_default=True,
+              help="Output folder: records/, models/, predictions/, curves/, checkpoints/.")
+@cache_option
+@seed_option
+@click.option("--train-subset", type=click.IntRange(min=1), default=None,
+              help="Train on a stratified subset of this many training faces [default: all].")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average each face with its mirror image.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Training parameter (repeatable), e.g. learning_rate=0.01, optimizer=sgd, schedule=cosine, "
+                   "class_weight=balanced, patience=5, augment=False.")
+@click.option("--arch-param", "arch_params", multiple=True, metavar="KEY=VALUE",
+              help="Architecture parameter (repeatable), e.g. filters=(32,64,128,256) for vgg.")
+def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, seed, train_subset, tta, params,
+              arch_params):
+    """Train a CNN on the training split, select its best epoch on the validation split, score it on the test split.
+
+    Writes the record, the model (models/cnn-ARCH.zip), the test predictions and
+    the training curves into --out; every epoch is checkpointed, so Ctrl-C loses
+    at most the epoch in progress and --resume continues.  Keras' progress goes
+    to stderr; the result table to stdout.
+    """
+    import fer_deep
+
+    from .datasets import load_dataset
+
+    with user_errors():
+        train_params = parse_params(params)
+        arch_param_dict = parse_params(arch_params)
+        fer_deep.require_keras()
+        from fer_deep.training import check_parameters
+
+        from .deep_cell import run_deep_cell
+
+        try:
+            check_parameters(arch, train_params, arch_param_dict)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir(), seed=seed)
+        # Keras prints its progress bar on stdout; stdout is for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            record = run_deep_cell(
+                dataset, arch, out_dir,
+                epochs=epochs or fer_deep.DEFAULT_EPOCHS[arch],
+                batch_size=batch_size,
+                seed=seed,
+                resume=resume,
+                train_subset=train_subset,
+                log=lambda message: click.echo(message, err=True),
+                tta=tta,
+                arch_params=arch_param_dict,
+                **train_params,
+            )
+    click.echo(format_records_table([record]))
+    click.echo(f"model: {record['model_path']}", err=True)
+
+
+@cli.command("explain")
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default="explain", show_default=True,
+              help="Folder for IMAGE-activations.png and IMAGE-gradcam.png.")
+@click.option("--target", default=None, metavar="CLASS",
+              help="Class whose Grad-CAM to draw [default: the predicted class].")
+def explain(model_path, image, out_dir, target):
+    """Show what a CNN sees in one face: activation maps of each block and a Grad-CAM heat map.
+
+    IMAGE is a face crop in any image format and size (converted to a 48x48
+    gray face).  Prints a JSON record with the prediction and the PNG paths.
+    """
+    import json
+
+    from .datasets import read_face
+    from .models import load_model
+
+    with user_errors():
+        if not image.is_file():
+            raise UserError(f"{image}: no such image file")
+        model = load_model(model_path)
+        if getattr(model, "family", None) != "deep":
+            raise UserError(f"{model_path}: a classical model; explain needs a CNN (train one with "
+                            "`fer-bench train cnn`)")
+        face = read_face(image)
+        if face is None:
+            raise UserError(f"{image}: cannot be decoded as an image")
+        from fer_deep.explain import explain_face
+
+        try:
+            result = explain_face(model, face, out_dir, target=target, stem=image.stem)
+        except ValueError as error:  # unknown --target class
+            raise UserError(str(error)) from None
+    click.echo(json.dumps({"image": str(image), "model": str(model_path), **result}, indent=2))
 
 
 # --------------------------------------------------------------------------- predict

@@ -1,0 +1,74 @@
+"""The deep path of fer-bench: Keras CNNs with the same interface as the classical models.
+
+Importing this package does not import Keras: the registry names, the error
+types and :func:`require_keras` live here so the command line and the
+benchmarks can name architectures, show help and report a missing extra
+without loading a deep-learning backend.  Keras is imported by the submodules
+(:mod:`fer_deep.architectures`, :mod:`fer_deep.training`,
+:mod:`fer_deep.explain`) and inside :class:`fer_deep.model.DeepModel`'s
+methods, only when they are used.
+"""
+
+from __future__ import annotations
+
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""FER-2013 label order (a copy: fer_deep never imports fer_classic or benchmarks)."""
+
+ARCHITECTURE_NAMES = {
+    "seed": "classic tutorial CNN: 4 conv, dense 1024, dropout (about 63-66% on FER-2013)",
+    "vgg": "VGG-style: 4 blocks of 3x3 conv + batch norm (64-512), dense 1024 x2 (Pramerdorfer & Kampel 2016 family)",
+    "mobilenet_v2": "keras.applications.MobileNetV2 from scratch (or local weights) behind a 96x96 RGB stem",
+}
+"""Architecture name -> one-line description; the keys equal :data:`fer_deep.architectures.ARCHITECTURES`'s."""
+
+DEFAULT_EPOCHS = {"seed": 60, "vgg": 60, "mobilenet_v2": 40}
+"""Maximum training epochs per architecture (early stopping on validation usually ends sooner)."""
+
+DEEP_EXTRA_HINT = "pip install 'fer-bench[deep]'"
+
+
+class DeepModelFileError(ValueError):
+    """A deep model file could not be loaded; the message says why and what to do."""
+
+
+class DeepDependencyError(ImportError):
+    """Keras (the ``deep`` extra) is needed but not installed."""
+
+
+def require_keras():
+    """Import and return :mod:`keras`, or raise :class:`DeepDependencyError` naming the extra.
+
+    Returns
+    -------
+    module
+        The ``keras`` module.
+
+    Raises
+    ------
+    DeepDependencyError
+        If Keras (or its backend) cannot be imported.
+    """
+    try:
+        import keras
+    except ImportError as error:
+        raise DeepDependencyError(
+            f"the deep path needs Keras and a backend, which are not installed ({error}); {DEEP_EXTRA_HINT}"
+        ) from None
+    return keras
+
+
+def check_architecture_name(name: str) -> str:
+    """Return ``name`` if it is a registered architecture, else raise ``ValueError`` listing the choices."""
+    if name not in ARCHITECTURE_NAMES:
+        raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURE_NAMES)}")
+    return name
+
+
+def __getattr__(name):
+    # DeepModel is reachable as fer_deep.DeepModel without importing keras at
+    # package import: fer_deep.model itself imports keras only inside methods.
+    if name == "DeepModel":
+        from .model import DeepModel
+
+        return DeepModel
+    raise AttributeError(f"module 'fer_deep' has no attribute {name!r}")

@@ -1,0 +1,131 @@
+"""Benchmark the CNN architectures on this machine: training throughput and prediction latency.
+
+For each architecture it builds the trainer exactly as :func:`fer_deep.training.train`
+does (augmentation layers, the architecture's optimiser and schedule), runs a
+few warm-up batches (tracing, compilation, allocation), then times:
+
+- training: images per second over ``--batches`` batches of ``--batch-size``,
+  and the seconds one FER-2013 epoch would take (28,709 training faces plus
+  a pass over the 3,589 validation faces), extrapolated from that rate;
+- prediction: milliseconds per face for one face at a time (median) and in
+  batches of 256, through ``DeepModel``'s own predict path.
+
+Random pixels stand in for faces: the cost of a convolution does not depend
+on what the pixels show.  Run::
+
+    python benchmarks/bench_cnn.py [--archs seed,vgg] [--batch-size 64] [--batches 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+FER2013_TRAIN = 28_709
+FER2013_VALIDATION = 3_589
+
+
+def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, warmup: int = 2,
+                       singles: int = 20, seed: int = 0) -> dict:
+    """Time training and prediction of one architecture; returns plain figures."""
+    import keras
+
+    from fer_deep.model import DeepModel
+    from fer_deep.training import make_optimizer, make_trainer, resolve_training_params
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    params = resolve_training_params(arch)
+    from fer_deep.architectures import make_model
+
+    build_start = time.perf_counter()
+    net = make_model(arch)
+    steps = math.ceil(FER2013_TRAIN / batch_size)
+    trainer = make_trainer(net, params, make_optimizer(params, steps, 10), seed=seed)
+    X = rng.integers(0, 256, size=(batch_size, 48, 48, 1)).astype(np.float32)
+    y = rng.integers(0, 7, size=batch_size)
+    for _ in range(warmup):
+        trainer.train_on_batch(X, y)
+    warm_seconds = time.perf_counter() - build_start
+    start = time.perf_counter()
+    for _ in range(batches):
+        trainer.train_on_batch(X, y)
+    train_seconds = time.perf_counter() - start
+    images_per_second = batches * batch_size / train_seconds
+
+    model = DeepModel(arch)
+    model.model_ = net
+    model.input_shape_ = (48, 48, 1)
+    faces = rng.integers(0, 256, size=(256, 48, 48)).astype(np.uint8)
+    model.predict(faces[:2])
+    model.predict(faces)  # warm-up of the full-batch shape
+    start = time.perf_counter()
+    model.predict(faces)
+    batched_ms = (time.perf_counter() - start) * 1000 / len(faces)
+    times = []
+    for face in faces[:singles]:
+        start = time.perf_counter()
+        model.predict(face[None])
+        times.append((time.perf_counter() - start) * 1000)
+    epoch_seconds = FER2013_TRAIN / images_per_second + FER2013_VALIDATION * batched_ms / 1000
+    return {
+        "arch": arch,
+        "parameters": int(net.count_params()),
+        "batch_size": batch_size,
+        "train_images_per_second": images_per_second,
+        "seconds_per_epoch": epoch_seconds,
+        "predict_ms_single": float(np.median(times)),
+        "predict_ms_per_face_batched": batched_ms,
+        "build_and_warmup_seconds": warm_seconds,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", default=None, help="comma-separated architectures [default: all registered]")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=5, help="timed training batches")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed training batches first")
+    parser.add_argument("--json", dest="json_path", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from fer_deep import ARCHITECTURE_NAMES
+
+    archs = [a.strip() for a in (args.archs or ",".join(ARCHITECTURE_NAMES)).split(",") if a.strip()]
+    unknown = [a for a in archs if a not in ARCHITECTURE_NAMES]
+    if unknown:
+        print(f"bench_cnn: unknown architecture(s) {', '.join(unknown)}; "
+              f"choose from {', '.join(ARCHITECTURE_NAMES)}", file=sys.stderr)
+        return 1
+    machine = {"platform": platform.platform(), "processor": platform.machine(), "cores": os.cpu_count(),
+               "keras": keras.__version__, "backend": keras.backend.backend()}
+    print(f"# {machine['platform']}, {machine['cores']} cores, Keras {machine['keras']} ({machine['backend']})",
+          file=sys.stderr)
+    header = (f"{'arch':<14} {'params':>10} {'train img/s':>12} {'s/epoch':>9} {'ms/face 1':>10} "
+              f"{'ms/face batch':>14}")
+    print(header)
+    print("-" * len(header))
+    results = []
+    for arch in archs:
+        r = bench_architecture(arch, batch_size=args.batch_size, batches=args.batches, warmup=args.warmup)
+        results.append(r)
+        print(f"{arch:<14} {r['parameters']:>10,} {r['train_images_per_second']:>12.1f} "
+              f"{r['seconds_per_epoch']:>9.0f} {r['predict_ms_single']:>10.2f} {r['predict_ms_per_face_batched']:>14.3f}",
+              flush=True)
+    if args.json_path:
+        with open(args.json_path, "w") as stream:
+            json.dump({"machine": machine, "results": results}, stream, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The harness cell of the deep path: train a CNN on one split, select on validation, score on test.
+
+:func:`run_deep_cell` writes the same record as
+:func:`benchmarks.harness.run_classic_cell` (same keys, plus the CNN's own:
+``arch``, ``epochs_run``, ``history``, ``curves_png``, ``backend`` ...), so the
+reports treat both families alike.  The validation split (PublicTest for
+FER-2013) picks the best epoch and stops training early; the test split
+(PrivateTest) is only scored.  Checkpoints go to
+``out_dir/checkpoints/<cell>/``, so rerunning the same cell resumes an
+interrupted training, and reuses a finished one, instead of starting over.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .harness import RECORD_SCHEMA_VERSION, machine_info, save_predictions, time_prediction, write_json_atomic
+from .metrics import classification_metrics
+
+
+def deep_cell_id(arch: str) -> str:
+    """File-safe name of a CNN cell, e.g. ``cnn-seed``."""
+    return f"cnn-{arch}"
+
+
+def stratified_subset(y: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded, class-stratified subset of ``size`` labels (all of them if ``size >= len(y)``)."""
+    y = np.asarray(y)
+    if size is None or size >= len(y):
+        return np.arange(len(y))
+    if size < 1:
+        raise ValueError(f"train_subset must be at least 1, got {size}")
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    # Stratifying needs two faces per class; rare classes otherwise just get sampled.
+    stratify = y if counts[counts > 0].min() >= 2 and size >= np.count_nonzero(counts) else None
+    chosen, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=stratify, random_state=seed)
+    return np.sort(chosen)
+
+
+def run_deep_cell(
+    dataset,
+    arch: str,
+    out_dir,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    resume: bool = True,
+    train_subset: int | None = None,
+    log=print,
+    tta: bool = False,
+    arch_params: dict | None = None,
+    verbose="auto",
+    **train_params,
+) -> dict:
+    """Train, select and score one CNN cell; write its record, model, predictions and curves.
+
+    Parameters
+    ----------
+    dataset : benchmarks.datasets.Dataset
+        Train, validation and test splits.
+    arch : str
+        Architecture name (``seed``, ``vgg``, ``mobilenet_v2``).
+    out_dir : path
+        Run folder: ``records/``, ``models/``, ``predictions/``, ``curves/``, ``checkpoints/``.
+    epochs, batch_size : int
+        Maximum epochs (early stopping on validation may end sooner) and batch size.
+    seed : int
+        Seed of the subset, weights, shuffling and augmentation.
+    resume : bool
+        Continue from this cell's checkpoint when it matches these settings.
+    train_subset : int, optional
+        Train on a seeded stratified subset of this many training faces
+        (validation and test splits stay whole).
+    log : callable
+        Receives one-line progress messages.
+    tta : bool
+        Average each test face's probabilities with its mirror image's.
+    arch_params : dict, optional
+        Keyword arguments of the architecture builder.
+    verbose : "auto", 0, 1 or 2
+        Keras' progress display during training.
+    **train_params
+        Training overrides (``learning_rate``, ``optimizer``, ``schedule``,
+        ``class_weight``, ``patience``, ``augment`` ...).
+
+    Returns
+    -------
+    dict
+        The record, also written to ``out_dir/records/<cell>.json``.
+    """
+    from fer_deep import require_keras
+
+    keras = require_keras()
+    from fer_deep.model import DeepModel, library_versions
+
+    name = deep_cell_id(arch)
+    out_dir = Path(out_dir)
+    classes = tuple(dataset.classes)
+    started = datetime.now(timezone.utc)
+    wall_start = time.perf_counter()
+    train, val, test = dataset.train, dataset.val, dataset.test
+
+    chosen = stratified_subset(train.y, train_subset, seed) if train_subset else np.arange(len(train))
+    X_train, y_train = train.X[chosen], train.y[chosen]
+    log(f"{name}: training on {len(y_train):,} {train.name} faces, selecting on {val.name} ({len(val):,}), "
+        f"backend {keras.backend.backend()}")
+
+    model = DeepModel(arch, epochs=epochs, batch_size=batch_size, classes=classes, seed=seed, tta=tta,
+                      arch_params=arch_params, train_params=train_params, verbose=verbose)
+    model.fit(
+        X_train, y_train,
+        validation=(val.X, val.y),
+        checkpoint_dir=out_dir / "checkpoints" / name,
+        resume=resume,
+        curves_path=out_dir / "curves" / f"{name}.png",
+        log=lambda message: log(f"{name}: {message}"),
+    )
+    history = model.history_
+    validation_accuracies = history.get("val_accuracy", [])
+    selection = [
+        {"params": {"epoch": epoch}, "validation_accuracy": accuracy, "fit_seconds": seconds}
+        for epoch, (accuracy, seconds) in enumerate(zip(validation_accuracies, history.get("epoch_seconds", [])),
+                                                     start=1)
+    ]
+    val_accuracy = validation_accuracies[model.best_epoch_ - 1] if validation_accuracies else None
+    log(f"{name}: {model.epochs_run_} epochs, best {val.name} accuracy {val_accuracy:.4f} at epoch "
+        f"{model.best_epoch_}" if val_accuracy is not None else f"{name}: {model.epochs_run_} epochs")
+
+    probabilities = model.predict_proba(test.X)
+    predicted = np.argmax(probabilities, axis=1)
+    scores = classification_metrics(test.y, predicted, classes)
+    timing = time_prediction(model, test.X)
+    log(f"{name}: {test.name} accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f}")
+
+    params = {"arch": arch, "arch_params": model.arch_params, "epochs": epochs, "batch_size": batch_size,
+              "tta": tta, **model.training_params_}
+    record = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "cell": name,
+        "family": "deep",
+        "dataset": dataset.name,
+        "dataset_key": dataset.content_key,
+        "split": {"train": train.name, "validation": val.name, "test": test.name, "method": dataset.split_method},
+        "features": "pixels",  # a CNN learns its own features from the raw 48x48 pixels
+        "feature_params": {},
+        "n_features": int(np.prod(X_train.shape[1:])),
+        "classifier": name,
+        "classifier_params": params,
+        "arch": arch,
+        "arch_params": model.arch_params,
+        "train_params": model.training_params_,
+        "selection": selection,
+        "validation_accuracy": val_accuracy,
+        "flip_augmentation": bool(model.training_params_.get("augment") and model.training_params_.get("flip")),
+        "tta": tta,
+        "seed": seed,
+        "n_train": int(len(y_train)),
+        "train_subset": train_subset,
+        "n_validation": int(len(val)),
+        "n_test": int(len(test)),
+        **scores,
+        "fit_seconds": model.fit_seconds_,
+        "selection_seconds": model.fit_seconds_,  # selection is the per-epoch validation inside training
+        "extract_seconds": 0.0,
+        **timing,
+        "epochs": epochs,
+        "epochs_run": model.epochs_run_,
+        "best_epoch": model.best_epoch_,
+        "stopped_early": model.stopped_early_,
+        "resumed_from": model.resumed_from_,
+        "history": history,
+        "curves_png": model.curves_png_,
+        "backend": keras.backend.backend(),
+        "status": "ok",
+        "error": None,
+        "started": started.isoformat(timespec="seconds"),
+        "wall_seconds": None,
+        "machine": machine_info(),
+        "versions": library_versions(),
+    }
+    model.metadata = {
+        "dataset": dataset.name,
+        "dataset_key": dataset.content_key,
+        "split": record["split"],
+        "n_train": record["n_train"],
+        "train_subset": train_subset,
+        "best_epoch": model.best_epoch_,
+        "validation_accuracy": val_accuracy,
+        "seed": seed,
+        "scores": {k: scores[k] for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro")},
+        "trained": started.isoformat(timespec="seconds"),
+    }
+    model_path = model.save(out_dir / "models" / f"{name}.zip")
+    record["predictions_path"] = str(save_predictions(out_dir / "predictions" / f"{name}.npz", test.y, predicted,
+                                                      probabilities, classes))
+    record["model_path"] = str(model_path)
+    record["model_bytes"] = model_path.stat().st_size
+    record["wall_seconds"] = time.perf_counter() - wall_start
+    write_json_atomic(out_dir / "records" / f"{name}.json", record)
+    return record

@@ -1,0 +1,367 @@
+"""DeepModel: a Keras CNN with the interface every fer-bench model shares.
+
+::
+
+    fit(X, y) -> self          predict(X) -> (n,) label names
+    predict_proba(X) -> (n, k) classes_ (label names, in a fixed order)
+    save(path) / load(path)    metadata: dataset, split, params, versions, scores
+
+``X`` is always a stack of ``uint8`` gray faces shaped ``(n, 48, 48)``.
+
+A saved DeepModel is one zip file holding ``model.keras`` (the Keras model,
+without optimiser) and ``fer-bench-deep.json`` (format name and version,
+architecture, parameters, classes, history, library versions, metadata).
+Loading it needs no flags.  This module imports Keras only inside the methods
+that need it, so reading a file's metadata and reporting a missing ``deep``
+extra work without Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import FER2013_CLASSES, DeepModelFileError, check_architecture_name, require_keras
+
+DEEP_MODEL_FORMAT = "fer-bench-deep-model"
+DEEP_MODEL_FORMAT_VERSION = 1
+METADATA_MEMBER = "fer-bench-deep.json"
+KERAS_MEMBER = "model.keras"
+PREDICT_BATCH = 256
+
+
+def library_versions() -> dict:
+    """Versions of the libraries a saved deep model depends on, and the Keras backend."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version()}
+    for name in ("fer-bench", "numpy", "keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "h5py"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    keras = require_keras()
+    versions["keras_backend"] = keras.backend.backend()
+    return versions
+
+
+def encode_labels(y, classes) -> np.ndarray:
+    """Labels given as names or as integer indices -> integer indices into ``classes``."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {y.shape}")
+    if np.issubdtype(y.dtype, np.integer):
+        if y.size and (y.min() < 0 or y.max() >= len(classes)):
+            raise ValueError(f"integer labels must lie in 0..{len(classes) - 1}")
+        return y.astype(np.int64)
+    lookup = {name: i for i, name in enumerate(classes)}
+    try:
+        return np.array([lookup[str(label)] for label in y], dtype=np.int64)
+    except KeyError as error:
+        raise ValueError(f"unknown label {error.args[0]!r}; classes are {', '.join(classes)}") from None
+
+
+class DeepModel:
+    """A Keras CNN on 48x48 gray faces, trained with augmentation and selected on a validation split.
+
+    Parameters
+    ----------
+    arch : str
+        Architecture name: ``seed``, ``vgg`` or ``mobilenet_v2``.
+    epochs : int
+        Maximum training epochs (early stopping may end sooner).
+    batch_size : int
+        Training batch size.
+    classes : sequence of str
+        Label names in label order.
+    seed : int
+        Seed of weights, shuffling and augmentation.
+    tta : bool
+        Test-time augmentation: average the probabilities of each face and its mirror image.
+    arch_params : dict, optional
+        Keyword arguments of the architecture builder.
+    train_params : dict, optional
+        Training overrides (``learning_rate``, ``optimizer``, ``schedule``,
+        ``class_weight``, ``patience``, ``augment`` ...; see
+        :data:`fer_deep.training.TRAINING_DEFAULTS`).
+    verbose : "auto", 0, 1 or 2
+        Keras' progress display during ``fit``.
+    metadata : dict, optional
+        Free-form provenance (dataset, split, scores); saved with the model.
+    """
+
+    family = "deep"
+
+    def __init__(self, arch="seed", *, epochs=30, batch_size=64, classes=FER2013_CLASSES, seed=0, tta=False,
+                 arch_params=None, train_params=None, verbose="auto", metadata=None):
+        self.arch = check_architecture_name(arch)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.classes_ = tuple(classes)
+        self.seed = seed
+        self.tta = bool(tta)
+        self.arch_params = dict(arch_params or {})
+        self.train_params = dict(train_params or {})
+        self.verbose = verbose
+        self.metadata = dict(metadata or {})
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X, y, *, validation=None, checkpoint_dir=None, resume=False, curves_path=None, callbacks=(),
+            log=None):
+        """Train on faces ``X`` with labels ``y`` (names or indices).
+
+        Parameters
+        ----------
+        X : array (n, 48, 48)
+            Training faces, ``uint8``.
+        y : array (n,)
+            Labels, as names in ``classes_`` or integer indices.
+        validation : tuple (X_val, y_val), optional
+            The model-selection split: picks the best epoch and stops early.
+            Never pass the test split here.
+        checkpoint_dir : path, optional
+            Where every epoch's checkpoint is written.
+        resume : bool
+            Continue from the checkpoint in ``checkpoint_dir`` when it matches
+            these settings and data.
+        curves_path : path, optional
+            Where to write the training curves (PNG).
+        callbacks : sequence of keras.callbacks.Callback
+            Extra Keras callbacks.
+        log : callable, optional
+            Receives one-line messages (resume decisions).
+
+        Returns
+        -------
+        DeepModel
+            ``self``, with ``model_``, ``history_``, ``epochs_run_``, ``best_epoch_``.
+        """
+        require_keras()
+        from .training import train
+
+        X = self._check_faces(X)
+        y = encode_labels(y, self.classes_)
+        if len(X) != len(y):
+            raise ValueError(f"{len(X)} faces but {len(y)} labels")
+        if len(np.unique(y)) < 2:
+            raise ValueError("training needs faces of at least two classes")
+        if validation is not None:
+            validation = (self._check_faces(validation[0]), encode_labels(validation[1], self.classes_))
+        result = train(
+            self.arch, X, y,
+            validation=validation,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            num_classes=len(self.classes_),
+            arch_params=self.arch_params,
+            train_params=self.train_params,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            curves_path=curves_path,
+            verbose=self.verbose,
+            callbacks=callbacks,
+            log=log,
+        )
+        self.model_ = result.model
+        self.history_ = result.history
+        self.epochs_run_ = result.epochs_run
+        self.best_epoch_ = result.best_epoch
+        self.stopped_early_ = result.stopped_early
+        self.resumed_from_ = result.resumed_from
+        self.training_params_ = result.params
+        self.fit_seconds_ = result.fit_seconds
+        self.curves_png_ = result.curves_png
+        self.n_train_ = int(len(y))
+        self.input_shape_ = tuple(int(v) for v in X.shape[1:])
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this DeepModel is not fitted yet; call fit(X, y) first")
+
+    @staticmethod
+    def _check_faces(X) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim == 4 and X.shape[-1] == 1:
+            X = X[..., 0]
+        if X.ndim != 3:
+            raise ValueError(f"faces must be a stack shaped (n, 48, 48), got shape {X.shape}")
+        return X
+
+    # ------------------------------------------------------------------ predicting
+
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        from .training import as_model_input
+
+        X = as_model_input(X)
+        out = np.empty((len(X), len(self.classes_)), dtype=np.float64)
+        for start in range(0, len(X), PREDICT_BATCH):
+            batch = X[start:start + PREDICT_BATCH]
+            # predict_on_batch runs the compiled predict step without building a
+            # data pipeline, so one face costs milliseconds, not tens of them.
+            out[start:start + len(batch)] = np.asarray(self.model_.predict_on_batch(batch))
+        return out
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities ``(n, k)``, columns in ``classes_`` order.
+
+        With ``tta``, the average over each face and its horizontal mirror.
+        """
+        self._check_fitted()
+        X = self._check_faces(X)
+        if self.input_shape_ and X.shape[1:] != tuple(self.input_shape_[:2]):
+            raise ValueError(f"faces must be {self.input_shape_[0]}x{self.input_shape_[1]}, got {X.shape[1:]}")
+        if len(X) == 0:
+            return np.zeros((0, len(self.classes_)))
+        proba = self._forward(X)
+        if self.tta:
+            proba = (proba + self._forward(X[:, :, ::-1])) / 2
+        return proba
+
+    def predict(self, X) -> np.ndarray:
+        """Label names of faces ``X`` (the most probable class)."""
+        proba = self.predict_proba(X)
+        return np.asarray(self.classes_)[np.argmax(proba, axis=1)]
+
+    # ------------------------------------------------------------------ persistence
+
+    def describe(self) -> dict:
+        """The JSON metadata written into a saved model."""
+        self._check_fitted()
+        return {
+            "format": DEEP_MODEL_FORMAT,
+            "format_version": DEEP_MODEL_FORMAT_VERSION,
+            "family": self.family,
+            "arch": self.arch,
+            "arch_params": self.arch_params,
+            "train_params": self.train_params,
+            "training_params": getattr(self, "training_params_", {}),
+            "classes": list(self.classes_),
+            "input_shape": list(self.input_shape_),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "tta": self.tta,
+            "epochs_run": getattr(self, "epochs_run_", None),
+            "best_epoch": getattr(self, "best_epoch_", None),
+            "stopped_early": getattr(self, "stopped_early_", None),
+            "history": getattr(self, "history_", {}),
+            "n_train": getattr(self, "n_train_", None),
+            "versions": library_versions(),
+            "metadata": self.metadata,
+        }
+
+    def save(self, path) -> Path:
+        """Write the model as one zip file (Keras model + JSON metadata), atomically; returns the path."""
+        self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        description = json.dumps(self.describe(), indent=1, default=_json_default)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-deep-") as scratch:
+            keras_file = Path(scratch) / KERAS_MEMBER
+            self.model_.save(keras_file)
+            archive = Path(scratch) / "model.zip"
+            with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+                # Metadata first, so a reader finds the format before the weights.
+                bundle.writestr(METADATA_MEMBER, description)
+                bundle.write(keras_file, KERAS_MEMBER)
+            os.replace(archive, path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "DeepModel":
+        """Load a model written by :meth:`save`.
+
+        Raises
+        ------
+        DeepModelFileError
+            The file is missing, not a fer-bench deep model, of another format
+            version, or its Keras model cannot be read.
+        fer_deep.DeepDependencyError
+            Keras is not installed.
+        """
+        path = Path(path)
+        info = read_deep_metadata(path)
+        keras = require_keras()
+        model = cls(
+            info["arch"], epochs=info["epochs"], batch_size=info["batch_size"], classes=info["classes"],
+            seed=info["seed"], tta=info["tta"], arch_params=info.get("arch_params"),
+            train_params=info.get("train_params"), metadata=info.get("metadata"),
+        )
+        with zipfile.ZipFile(path) as bundle, tempfile.TemporaryDirectory(prefix="fer-deep-") as scratch:
+            try:
+                bundle.extract(KERAS_MEMBER, scratch)
+                model.model_ = keras.models.load_model(Path(scratch) / KERAS_MEMBER, compile=False)
+            except KeyError:
+                raise DeepModelFileError(f"{path}: the model file lacks its Keras model ({KERAS_MEMBER})") from None
+            except Exception as error:  # Keras raises many types on damaged or foreign files
+                raise DeepModelFileError(
+                    f"{path}: its Keras model cannot be read ({type(error).__name__}: {error})"
+                ) from None
+        model.history_ = info.get("history", {})
+        model.epochs_run_ = info.get("epochs_run")
+        model.best_epoch_ = info.get("best_epoch")
+        model.stopped_early_ = info.get("stopped_early")
+        model.training_params_ = info.get("training_params", {})
+        model.n_train_ = info.get("n_train")
+        model.input_shape_ = tuple(info.get("input_shape") or (48, 48, 1))
+        model.saved_versions_ = info.get("versions", {})
+        return model
+
+    def __repr__(self) -> str:
+        return f"DeepModel(arch={self.arch!r}, epochs={self.epochs}, batch_size={self.batch_size}, tta={self.tta})"
+
+
+def is_deep_model_file(path) -> bool:
+    """Whether ``path`` is a zip file holding a fer-bench deep model's metadata (no Keras needed)."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as bundle:
+        return METADATA_MEMBER in bundle.namelist()
+
+
+def read_deep_metadata(path) -> dict:
+    """Open a saved DeepModel's metadata and check its format and version (no Keras needed).
+
+    Raises
+    ------
+    DeepModelFileError
+        The file is missing, not a fer-bench deep model, or of another format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DeepModelFileError(f"{path}: no such model file")
+    if not is_deep_model_file(path):
+        raise DeepModelFileError(f"{path}: not a fer-bench deep model file; train one with `fer-bench train cnn`")
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            info = json.loads(bundle.read(METADATA_MEMBER))
+    except (ValueError, zipfile.BadZipFile, OSError) as error:
+        raise DeepModelFileError(f"{path}: its metadata cannot be read ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != DEEP_MODEL_FORMAT:
+        raise DeepModelFileError(f"{path}: not a fer-bench deep model file; train one with `fer-bench train cnn`")
+    if info.get("format_version") != DEEP_MODEL_FORMAT_VERSION:
+        raise DeepModelFileError(
+            f"{path}: deep model format version {info.get('format_version')}, this fer-bench reads version "
+            f"{DEEP_MODEL_FORMAT_VERSION}; retrain the model with this version"
+        )
+    return info
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)

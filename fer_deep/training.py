@@ -1,0 +1,578 @@
+"""Training: augmentation, optimiser and schedule per architecture, selection on validation, checkpoint and resume.
+
+:func:`train` fits a registered architecture on faces ``(n, 48, 48)`` and
+returns a :class:`TrainingResult` holding the inference model with the weights
+of the epoch that scored best on the validation split.
+
+- Augmentation (horizontal flip, small shifts, rotations, zoom, brightness) is
+  a stack of Keras preprocessing layers in front of the network inside a
+  *trainer* model; Keras runs them only in training, so validation and
+  prediction see the faces as they are, and the saved inference model holds
+  no augmentation at all.
+- Each architecture has its own optimiser and learning-rate schedule
+  (:data:`TRAINING_DEFAULTS`); any value can be overridden.
+- The validation split alone picks the best epoch (highest validation
+  accuracy) and stops training early when it has not improved for
+  ``patience`` epochs; the test split is never seen here.
+- With a ``checkpoint_dir``, every finished epoch writes the trainer
+  (weights + optimiser state), the best weights and a ``state.json`` (epoch,
+  history, early-stopping and plateau counters).  The state file is renamed
+  into place last and names the files it belongs to, so an interrupted run
+  resumes from the last finished epoch and loses at most the epoch in
+  progress.
+
+Only ``keras`` and ``keras.ops`` are used, so training runs under any Keras
+backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import require_keras
+
+keras = require_keras()
+
+from .architectures import make_model  # noqa: E402  (after the clear missing-extra error above)
+
+CHECKPOINT_FORMAT = "fer-bench-deep-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+STATE_FILE = "state.json"
+
+COMMON_DEFAULTS = {
+    "augment": True,
+    "flip": True,  # horizontal mirror: expressions are (near) left-right symmetric
+    "shift": 0.1,  # fraction of the side
+    "rotation": 10.0,  # degrees
+    "zoom": 0.1,
+    "brightness": 0.2,  # fraction of the 0..255 range
+    "patience": 10,  # epochs without a better validation accuracy before stopping
+    "plateau_patience": 4,
+    "plateau_factor": 0.5,
+    "min_learning_rate": 1e-6,
+    "class_weight": None,  # None, "balanced" or {label: weight}
+    "weight_decay": 0.0,
+}
+"""Training parameters every architecture shares."""
+
+TRAINING_DEFAULTS = {
+    # Adam with reduce-on-plateau, as the tutorial network is usually trained.
+    "seed": {"optimizer": "adam", "learning_rate": 1e-3, "schedule": "plateau"},
+    # SGD with Nesterov momentum, weight decay and cosine decay, as in
+    # Pramerdorfer & Kampel (2016) and Khaireddin & Chen (2021) for VGG nets.
+    "vgg": {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": True,
+            "weight_decay": 5e-4, "schedule": "cosine"},
+    # Adam with cosine decay trains MobileNetV2 from scratch reliably.
+    "mobilenet_v2": {"optimizer": "adam", "learning_rate": 1e-3, "schedule": "cosine", "weight_decay": 1e-5},
+}
+"""Architecture -> optimiser and schedule defaults (merged over :data:`COMMON_DEFAULTS`)."""
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "plateau", "cosine")
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : keras.Model
+        The inference model (no augmentation) with the best epoch's weights.
+    history : dict of str -> list of float
+        Per epoch: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` (when
+        validated), ``learning_rate`` and ``epoch_seconds``, over all epochs
+        including resumed ones.
+    epochs_run : int
+        Epochs finished in total.
+    best_epoch : int
+        1-based epoch whose weights ``model`` holds.
+    stopped_early : bool
+        Whether early stopping ended training before ``epochs``.
+    resumed_from : int
+        Epochs already finished in the checkpoint this run resumed from (0: fresh).
+    params : dict
+        The resolved training parameters.
+    fit_seconds : float
+        Seconds of training over all epochs, including those of an interrupted
+        run that this one resumed (the sum of ``history["epoch_seconds"]``).
+    curves_png : str or None
+        Path of the training-curve plot, if one was written.
+    """
+
+    model: object
+    history: dict
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+    resumed_from: int
+    params: dict
+    fit_seconds: float
+    curves_png: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def resolve_training_params(arch: str, overrides: dict | None = None) -> dict:
+    """Defaults for ``arch`` merged with ``overrides``; unknown names are an error.
+
+    Parameters
+    ----------
+    arch : str
+        Architecture name.
+    overrides : dict, optional
+        Values replacing the defaults.
+
+    Returns
+    -------
+    dict
+    """
+    params = {**COMMON_DEFAULTS, "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.9, "nesterov": True,
+              "schedule": "plateau", **TRAINING_DEFAULTS.get(arch, {})}
+    unknown = sorted(set(overrides or {}) - set(params))
+    if unknown:
+        raise ValueError(f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(params))}")
+    params.update(overrides or {})
+    if params["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {params['optimizer']!r}; choose from {', '.join(OPTIMIZERS)}")
+    if params["schedule"] not in SCHEDULES:
+        raise ValueError(f"unknown schedule {params['schedule']!r}; choose from {', '.join(SCHEDULES)}")
+    return params
+
+
+def check_parameters(arch: str, train_params: dict | None = None, arch_params: dict | None = None) -> None:
+    """Raise ``ValueError`` naming any unknown training or architecture parameter, before any training starts."""
+    import inspect
+
+    from .architectures import ARCHITECTURES
+
+    resolve_training_params(arch, train_params)
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    signature = inspect.signature(ARCHITECTURES[arch])
+    known = [name for name, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(arch_params or {}) - set(known))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} of architecture {arch!r}; "
+                         f"known: {', '.join(known)}")
+
+
+def as_model_input(X) -> np.ndarray:
+    """Faces ``(n, 48, 48)`` (or ``(n, 48, 48, 1)``) of any numeric type -> float32 ``(n, 48, 48, 1)``, 0..255."""
+    X = np.asarray(X)
+    if X.ndim == 3:
+        X = X[..., None]
+    if X.ndim != 4:
+        raise ValueError(f"faces must be shaped (n, height, width), got {X.shape}")
+    return X.astype(np.float32, copy=False)
+
+
+def class_weights(y: np.ndarray, num_classes: int, spec) -> dict | None:
+    """Keras ``class_weight`` dict from ``None``, ``"balanced"`` or ``{label index: weight}``.
+
+    ``"balanced"`` weighs class ``c`` by ``n / (k * n_c)`` over the ``k``
+    classes present, as scikit-learn does.
+    """
+    if spec is None:
+        return None
+    if spec == "balanced":
+        counts = np.bincount(y, minlength=num_classes)
+        present = counts > 0
+        weights = np.where(present, len(y) / (present.sum() * np.maximum(counts, 1)), 0.0)
+        return {i: float(w) for i, w in enumerate(weights)}
+    if isinstance(spec, dict):
+        return {int(k): float(v) for k, v in spec.items()}
+    raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {spec!r}")
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def make_augmentation(params: dict, seed: int = 0):
+    """Random preprocessing layers, active only when the trainer runs in training mode.
+
+    They act on raw pixels (0..255), before the network's own scaling.
+    """
+    steps = []
+    if params.get("flip"):
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if params.get("shift"):
+        steps.append(keras.layers.RandomTranslation(params["shift"], params["shift"], fill_mode="nearest",
+                                                    seed=seed + 1))
+    if params.get("rotation"):
+        steps.append(keras.layers.RandomRotation(params["rotation"] / 360.0, fill_mode="nearest", seed=seed + 2))
+    if params.get("zoom"):
+        steps.append(keras.layers.RandomZoom(params["zoom"], fill_mode="nearest", seed=seed + 3))
+    if params.get("brightness"):
+        steps.append(keras.layers.RandomBrightness(params["brightness"], value_range=(0, 255), seed=seed + 4))
+    return keras.Sequential(steps, name="augmentation")
+
+
+def make_optimizer(params: dict, steps_per_epoch: int, epochs: int):
+    """The optimiser with its learning-rate schedule ("cosine" decays to 1% over all epochs)."""
+    rate = params["learning_rate"]
+    if params["schedule"] == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, steps_per_epoch * epochs), alpha=0.01)
+    decay = params.get("weight_decay") or None
+    if params["optimizer"] == "sgd":
+        return keras.optimizers.SGD(rate, momentum=params["momentum"], nesterov=params["nesterov"],
+                                    weight_decay=decay)
+    return keras.optimizers.Adam(rate, weight_decay=decay)
+
+
+def make_trainer(net, params: dict, optimizer, seed: int = 0):
+    """The compiled training model: augmentation (when enabled) followed by ``net``."""
+    inputs = keras.Input(shape=net.input_shape[1:], name="face")
+    x = make_augmentation(params, seed)(inputs) if params.get("augment") else inputs
+    trainer = keras.Model(inputs, net(x), name="trainer")
+    trainer.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return trainer
+
+
+def current_learning_rate(optimizer) -> float:
+    """The optimiser's learning rate now (schedules evaluated at the current step)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def data_digest(*arrays) -> str:
+    """Short hash of arrays' bytes, so a checkpoint is only resumed on the same data."""
+    digest = hashlib.blake2b(digest_size=10)
+    for array in arrays:
+        if array is not None:
+            array = np.ascontiguousarray(array)
+            digest.update(str((array.shape, array.dtype.str)).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _replace_atomically(write, path: Path) -> None:
+    """Call ``write(tmp)`` for a temporary file beside ``path`` (same suffix), then rename it over ``path``."""
+    suffix = "".join(path.suffixes) or ".tmp"
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-" + path.name.split(".")[0], suffix=suffix)
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_state(checkpoint_dir: Path, state: dict) -> None:
+    """Write ``state.json`` atomically; it is the commit point of a checkpoint."""
+
+    def write(tmp):
+        with open(tmp, "w") as stream:
+            json.dump(state, stream, indent=1)
+
+    _replace_atomically(write, checkpoint_dir / STATE_FILE)
+
+
+def read_state(checkpoint_dir) -> dict | None:
+    """The checkpoint state in ``checkpoint_dir``, or None if there is none (or it is unreadable)."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        return None
+    return state
+
+
+class EpochMonitor(keras.callbacks.Callback):
+    """History, best-epoch selection, early stopping, reduce-on-plateau and checkpoints, with resumable state.
+
+    Keras' own EarlyStopping / ReduceLROnPlateau / ModelCheckpoint keep their
+    counters in memory only; this callback keeps them in ``state`` so a resumed
+    run continues exactly where the interrupted one stood.
+    """
+
+    def __init__(self, net, state: dict, params: dict, checkpoint_dir: Path | None, validated: bool):
+        super().__init__()
+        self.net = net
+        self.state = state
+        self.params_ = params
+        self.checkpoint_dir = checkpoint_dir
+        self.validated = validated
+        self.best_weights = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        state = self.state
+        completed = epoch + 1
+        optimizer = self.model.optimizer
+        history = state["history"]
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if key in logs:
+                history.setdefault(key, []).append(float(logs[key]))
+        history.setdefault("learning_rate", []).append(current_learning_rate(optimizer))
+        history.setdefault("epoch_seconds", []).append(time.perf_counter() - self.epoch_start)
+
+        # Best epoch and early stopping on validation accuracy (without a
+        # validation split, the last epoch is the best one and nothing stops).
+        improved = not self.validated or logs.get("val_accuracy", -1.0) > state["best"]
+        if improved:
+            state["best"] = float(logs.get("val_accuracy", 0.0))
+            state["best_epoch"] = completed
+            state["wait"] = 0
+            self.best_weights = self.net.get_weights()
+        else:
+            state["wait"] += 1
+            if state["wait"] >= self.params_["patience"]:
+                state["stopped_early"] = True
+                self.model.stop_training = True
+
+        # Reduce on plateau of the validation loss (training loss without validation).
+        if self.params_["schedule"] == "plateau":
+            loss = float(logs.get("val_loss", logs.get("loss", 0.0)))
+            if loss < state["plateau_best"] - 1e-4:
+                state["plateau_best"] = loss
+                state["plateau_wait"] = 0
+            else:
+                state["plateau_wait"] += 1
+                if state["plateau_wait"] >= self.params_["plateau_patience"]:
+                    rate = current_learning_rate(optimizer)
+                    new_rate = max(rate * self.params_["plateau_factor"], self.params_["min_learning_rate"])
+                    if new_rate < rate:
+                        optimizer.learning_rate = new_rate
+                    state["plateau_wait"] = 0
+
+        state["epoch"] = completed
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint(improved)
+
+    def save_checkpoint(self, improved: bool) -> None:
+        directory = self.checkpoint_dir
+        state = self.state
+        model_file = f"epoch-{state['epoch']:04d}.keras"
+        _replace_atomically(lambda tmp: self.model.save(tmp), directory / model_file)
+        if improved:
+            best_file = f"best-{state['epoch']:04d}.weights.h5"
+            _replace_atomically(lambda tmp: self.net.save_weights(tmp), directory / best_file)
+            state["best_file"] = best_file
+        state["model_file"] = model_file
+        write_state(directory, state)
+        # Only now that the new state names its files may the older ones go.
+        for old in list(directory.glob("epoch-*.keras")) + list(directory.glob("best-*.weights.h5")):
+            if old.name not in (state["model_file"], state.get("best_file")):
+                old.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(
+    arch: str,
+    X,
+    y,
+    *,
+    validation=None,
+    epochs: int = 30,
+    batch_size: int = 64,
+    seed: int = 0,
+    num_classes: int = 7,
+    arch_params: dict | None = None,
+    train_params: dict | None = None,
+    checkpoint_dir=None,
+    resume: bool = False,
+    curves_path=None,
+    verbose="auto",
+    callbacks=(),
+    log=None,
+) -> TrainingResult:
+    """Train architecture ``arch`` on faces ``X`` with integer labels ``y``.
+
+    Parameters
+    ----------
+    arch : str
+        A key of :data:`fer_deep.architectures.ARCHITECTURES`.
+    X : array (n, 48, 48)
+        Training faces, raw pixels 0..255.
+    y : array (n,)
+        Integer labels in ``0..num_classes-1``.
+    validation : tuple (X_val, y_val), optional
+        The model-selection split: picks the best epoch and stops early.
+    epochs, batch_size : int
+        Maximum epochs and batch size.
+    seed : int
+        Seed of weights, shuffling and augmentation (``keras.utils.set_random_seed``).
+    num_classes : int
+        Number of classes.
+    arch_params : dict, optional
+        Keyword arguments of the architecture builder.
+    train_params : dict, optional
+        Overrides of :data:`TRAINING_DEFAULTS` / :data:`COMMON_DEFAULTS`.
+    checkpoint_dir : path, optional
+        Where each epoch's checkpoint is written.
+    resume : bool
+        Continue from the checkpoint in ``checkpoint_dir`` if it was written
+        with the same architecture, parameters and data; otherwise start afresh.
+    curves_path : path, optional
+        Where to write the training curves as PNG.
+    verbose : "auto", 0, 1 or 2
+        Keras' progress display (1: a progress bar per epoch).
+    callbacks : sequence of keras.callbacks.Callback
+        Extra callbacks, run after the checkpointing one.
+    log : callable, optional
+        Receives one-line progress messages (resume decisions).
+
+    Returns
+    -------
+    TrainingResult
+    """
+    log = log or (lambda message: None)
+    arch_params = dict(arch_params or {})
+    params = resolve_training_params(arch, train_params)
+    X = as_model_input(X)
+    y = np.asarray(y, dtype=np.int64)
+    if len(X) != len(y):
+        raise ValueError(f"{len(X)} faces but {len(y)} labels")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs and batch_size must be at least 1")
+    validation_data = None
+    if validation is not None:
+        validation_data = (as_model_input(validation[0]), np.asarray(validation[1], dtype=np.int64))
+    steps_per_epoch = math.ceil(len(X) / batch_size)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = json.loads(json.dumps({
+        "arch": arch, "arch_params": arch_params, "params": params, "epochs": epochs, "batch_size": batch_size,
+        "seed": seed, "num_classes": num_classes, "input_shape": list(X.shape[1:]),
+        "data": data_digest(X, y, *(validation_data or ())),
+    }, default=str))
+
+    state = read_state(checkpoint_dir) if (checkpoint_dir is not None and resume) else None
+    if state is not None and state.get("fingerprint") != fingerprint:
+        log(f"checkpoint in {checkpoint_dir} was written with other settings or data; starting afresh")
+        state = None
+    if state is not None:
+        trainer = keras.models.load_model(checkpoint_dir / state["model_file"])
+        net = trainer.get_layer(state["net_name"])
+        resumed_from = state["epoch"]
+        if state["finished"]:
+            log(f"{arch} already trained in {checkpoint_dir} ({resumed_from} epochs); reusing it")
+        else:
+            log(f"resuming {arch} after epoch {resumed_from} of {epochs} ({checkpoint_dir})")
+        # A different seed per resumed epoch keeps the continuation from
+        # replaying the first epochs' shuffles and augmentations.
+        keras.utils.set_random_seed(seed + resumed_from)
+    else:
+        keras.utils.set_random_seed(seed)
+        net = make_model(arch, X.shape[1:], num_classes, **arch_params)
+        trainer = make_trainer(net, params, make_optimizer(params, steps_per_epoch, epochs), seed=seed)
+        resumed_from = 0
+        state = {
+            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "fingerprint": fingerprint,
+            "net_name": net.name, "epoch": 0, "history": {}, "best": -1.0, "best_epoch": 0, "wait": 0,
+            "plateau_best": float("inf"), "plateau_wait": 0, "stopped_early": False, "finished": False,
+        }
+        if checkpoint_dir is not None:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    monitor = EpochMonitor(net, state, params, checkpoint_dir, validated=validation_data is not None)
+    if not state["finished"] and state["epoch"] < epochs:
+        trainer.fit(
+            X, y,
+            batch_size=batch_size,
+            epochs=epochs,
+            initial_epoch=state["epoch"],
+            validation_data=validation_data,
+            class_weight=class_weights(y, num_classes, params["class_weight"]),
+            shuffle=True,
+            callbacks=[monitor, *callbacks],
+            verbose=verbose,
+        )
+    state["finished"] = True
+    if checkpoint_dir is not None:
+        write_state(checkpoint_dir, state)
+
+    # Select the best epoch's weights: from memory if this run saw it, else from the checkpoint.
+    if monitor.best_weights is not None:
+        net.set_weights(monitor.best_weights)
+    elif checkpoint_dir is not None and state.get("best_file"):
+        net.load_weights(checkpoint_dir / state["best_file"])
+
+    curves = None
+    if curves_path is not None:
+        curves = str(plot_history(state["history"], curves_path, best_epoch=state["best_epoch"], title=arch))
+    return TrainingResult(
+        model=net,
+        history=state["history"],
+        epochs_run=state["epoch"],
+        best_epoch=state["best_epoch"],
+        stopped_early=state["stopped_early"],
+        resumed_from=resumed_from,
+        params=params,
+        fit_seconds=float(sum(state["history"].get("epoch_seconds", []))),
+        curves_png=curves,
+    )
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def plot_history(history: dict, path, *, best_epoch: int | None = None, title: str | None = None) -> Path:
+    """Plot loss and accuracy per epoch (training and validation) to a PNG file.
+
+    Parameters
+    ----------
+    history : dict
+        ``loss``, ``accuracy`` and optionally ``val_loss``, ``val_accuracy`` lists.
+    path : path
+        Output PNG.
+    best_epoch : int, optional
+        1-based epoch to mark (the one selected on validation).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    for index, metric in enumerate(("loss", "accuracy")):
+        axes = figure.add_subplot(1, 2, index + 1)
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = history.get(key) or []
+            if values:
+                axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+        if best_epoch:
+            axes.axvline(best_epoch, color="gray", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    _replace_atomically(lambda tmp: figure.savefig(tmp, format="png"), path)
+    return path
