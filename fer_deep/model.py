@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import FER2013_CLASSES, DeepModelFileError, check_architecture_name, require_keras
+from . import DEFAULT_EPOCHS, FER2013_CLASSES, DeepModelFileError, check_architecture_name, require_keras
 
 DEEP_MODEL_FORMAT = "fer-bench-deep-model"
 DEEP_MODEL_FORMAT_VERSION = 1
 METADATA_MEMBER = "fer-bench-deep.json"
 KERAS_MEMBER = "model.keras"
 PREDICT_BATCH = 256
+REQUIRED_METADATA = ("arch", "classes", "epochs", "batch_size", "seed", "tta")
 
 
 def library_versions() -> dict:
@@ -74,8 +75,9 @@ class DeepModel:
     ----------
     arch : str
         Architecture name: ``seed``, ``vgg`` or ``mobilenet_v2``.
-    epochs : int
-        Maximum training epochs (early stopping may end sooner).
+    epochs : int, optional
+        Maximum training epochs (early stopping may end sooner); default
+        :data:`fer_deep.DEFAULT_EPOCHS` of the architecture.
     batch_size : int
         Training batch size.
     classes : sequence of str
@@ -98,10 +100,10 @@ class DeepModel:
 
     family = "deep"
 
-    def __init__(self, arch="seed", *, epochs=30, batch_size=64, classes=FER2013_CLASSES, seed=0, tta=False,
+    def __init__(self, arch="seed", *, epochs=None, batch_size=64, classes=FER2013_CLASSES, seed=0, tta=False,
                  arch_params=None, train_params=None, verbose="auto", metadata=None):
         self.arch = check_architecture_name(arch)
-        self.epochs = int(epochs)
+        self.epochs = int(epochs if epochs is not None else DEFAULT_EPOCHS[self.arch])
         self.batch_size = int(batch_size)
         self.classes_ = tuple(classes)
         self.seed = seed
@@ -291,11 +293,14 @@ class DeepModel:
         path = Path(path)
         info = read_deep_metadata(path)
         keras = require_keras()
-        model = cls(
-            info["arch"], epochs=info["epochs"], batch_size=info["batch_size"], classes=info["classes"],
-            seed=info["seed"], tta=info["tta"], arch_params=info.get("arch_params"),
-            train_params=info.get("train_params"), metadata=info.get("metadata"),
-        )
+        try:
+            model = cls(
+                info["arch"], epochs=info["epochs"], batch_size=info["batch_size"], classes=info["classes"],
+                seed=info["seed"], tta=info["tta"], arch_params=info.get("arch_params"),
+                train_params=info.get("train_params"), metadata=info.get("metadata"),
+            )
+        except ValueError as error:  # e.g. an architecture this version does not know
+            raise DeepModelFileError(f"{path}: {error}; this fer-bench cannot describe the model") from None
         with zipfile.ZipFile(path) as bundle, tempfile.TemporaryDirectory(prefix="fer-deep-") as scratch:
             try:
                 bundle.extract(KERAS_MEMBER, scratch)
@@ -354,6 +359,9 @@ def read_deep_metadata(path) -> dict:
             f"{path}: deep model format version {info.get('format_version')}, this fer-bench reads version "
             f"{DEEP_MODEL_FORMAT_VERSION}; retrain the model with this version"
         )
+    missing = [key for key in REQUIRED_METADATA if key not in info]
+    if missing:
+        raise DeepModelFileError(f"{path}: its metadata lacks {', '.join(missing)}; the file is damaged")
     return info
 
 

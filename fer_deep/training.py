@@ -33,7 +33,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +118,6 @@ class TrainingResult:
     params: dict
     fit_seconds: float
     curves_png: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- parameters

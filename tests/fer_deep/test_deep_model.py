@@ -72,6 +72,11 @@ def test_fit_validates_faces_and_labels(model):
         DeepModel("seed", epochs=1).fit(X[0], [3])
 
 
+def test_epochs_default_per_architecture():
+    assert DeepModel("seed").epochs == 60 and DeepModel("mobilenet_v2").epochs == 40
+    assert DeepModel("vgg", epochs=3).epochs == 3
+
+
 def test_unknown_architecture_and_unfitted_model_are_errors(faces):
     with pytest.raises(ValueError, match="unknown architecture 'alexnet'; choose from seed, vgg, mobilenet_v2"):
         DeepModel("alexnet")
@@ -141,6 +146,20 @@ def test_other_format_name_or_version_is_an_error(tmp_path):
     foreign = rewrite_metadata(tiny_model_file(), tmp_path / "foreign.zip", format="something-else")
     with pytest.raises(DeepModelFileError, match="foreign.zip: not a fer-bench deep model file"):
         DeepModel.load(foreign)
+
+
+def test_incomplete_or_unknown_metadata_is_an_error(tmp_path):
+    path = tmp_path / "incomplete.zip"
+    with zipfile.ZipFile(tiny_model_file()) as old, zipfile.ZipFile(path, "w") as new:
+        info = json.loads(old.read(METADATA_MEMBER))
+        del info["classes"], info["tta"]
+        new.writestr(METADATA_MEMBER, json.dumps(info))
+        new.writestr("model.keras", old.read("model.keras"))
+    with pytest.raises(DeepModelFileError, match="incomplete.zip: its metadata lacks classes, tta; the file is damaged"):
+        DeepModel.load(path)
+    future = rewrite_metadata(tiny_model_file(), tmp_path / "future.zip", arch="vit")
+    with pytest.raises(DeepModelFileError, match="future.zip: unknown architecture 'vit'; choose from seed"):
+        DeepModel.load(future)
 
 
 def test_damaged_keras_model_is_an_error(tmp_path):

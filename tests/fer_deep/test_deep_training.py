@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +40,17 @@ class RecordOptimizerStep(keras.callbacks.Callback):
 @pytest.fixture(scope="module")
 def faces():
     return synthetic_faces(28, seed=1), synthetic_faces(14, seed=2)
+
+
+@pytest.fixture(scope="module")
+def interrupted(faces, tmp_path_factory):
+    """A checkpoint folder left by a 2-epoch training interrupted after epoch 1 (copy it before use)."""
+    (X, y), (X_val, y_val) = faces
+    folder = tmp_path_factory.mktemp("interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        train("seed", X, y, validation=(X_val, y_val), epochs=2, batch_size=14, verbose=0, checkpoint_dir=folder,
+              callbacks=[InterruptAfterFirstEpoch()])
+    return folder
 
 
 # --------------------------------------------------------------------------- parameters
@@ -113,11 +126,10 @@ def test_one_epoch_gives_history_and_a_working_model(faces, tmp_path):
 # --------------------------------------------------------------------------- checkpoints and resume
 
 
-def test_interrupted_training_resumes_from_its_checkpoint(faces, tmp_path):
+def test_interrupted_training_resumes_from_its_checkpoint(faces, interrupted, tmp_path):
     (X, y), (X_val, y_val) = faces
+    tmp_path = Path(shutil.copytree(interrupted, tmp_path / "checkpoint"))
     settings = dict(validation=(X_val, y_val), epochs=2, batch_size=14, verbose=0, checkpoint_dir=tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        train("seed", X, y, callbacks=[InterruptAfterFirstEpoch()], **settings)
     state = read_state(tmp_path)
     assert state["epoch"] == 1 and not state["finished"]
     assert len(state["history"]["loss"]) == 1
@@ -147,11 +159,9 @@ def test_interrupted_training_resumes_from_its_checkpoint(faces, tmp_path):
     np.testing.assert_allclose(again.model.get_weights()[0], result.model.get_weights()[0])
 
 
-def test_checkpoint_of_other_settings_is_not_resumed(faces, tmp_path):
+def test_checkpoint_of_other_settings_is_not_resumed(faces, interrupted, tmp_path):
     (X, y), (X_val, y_val) = faces
-    with pytest.raises(KeyboardInterrupt):
-        train("seed", X, y, validation=(X_val, y_val), epochs=2, batch_size=14, verbose=0, checkpoint_dir=tmp_path,
-              callbacks=[InterruptAfterFirstEpoch()])
+    tmp_path = Path(shutil.copytree(interrupted, tmp_path / "checkpoint"))
     messages = []
     result = train("seed", X, y, validation=(X_val, y_val), epochs=1, batch_size=7, verbose=0,
                    checkpoint_dir=tmp_path, resume=True, log=messages.append)
