@@ -268,6 +268,22 @@ def test_video_frames_without_a_face_get_a_record(model_path, tmp_path):
     assert all(r["reason"].startswith("no face found by dlib-hog") for r in records)
 
 
+def test_camera_is_read_live_one_frame_at_a_time(model_path, video, monkeypatch):
+    # No camera here: camera 0 is played from the test video instead.
+    path, lefts = video
+    open_capture = cv2.VideoCapture
+    monkeypatch.setattr(cv2, "VideoCapture",
+                        lambda source, *args: open_capture(str(path) if source == 0 else source, *args))
+    result = run_predict(model_path, "--webcam", 0, "--max-frames", 5)
+    assert result.exit_code == 0, result.output
+    records = records_of(result.stdout)
+    assert [(r["file"], r["frame"], r["face"]) for r in records] == [("camera:0", i, 0) for i in range(5)]
+    times = [r["time"] for r in records]
+    assert times == sorted(times) and times[0] >= 0  # seconds since the camera opened
+    for record, left in zip(records, lefts):
+        assert near(record["box"], (left + 102 * 0.8, 40 + 90 * 0.8), 15)
+
+
 # --------------------------------------------------------------------------- bad input
 
 

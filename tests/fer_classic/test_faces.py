@@ -73,6 +73,15 @@ def test_cnn_detector_finds_the_face():
     assert boxes[0][4] > 0.5  # the CNN's confidence
 
 
+def test_cnn_detector_runs_same_sized_frames_as_one_batch():
+    face = astronaut()[40:240, 120:320]
+    frames = [face, np.ascontiguousarray(face[:, ::-1]), np.full_like(face, 128)]
+    found = F.get_detector("dlib-cnn").detect_many(frames, min_face=80)
+    assert [len(boxes) for boxes in found] == [1, 1, 0]
+    x, y, w, h, _ = found[1][0]
+    assert matches((200 - x - w, y, w, h), ASTRONAUT_FACE, offset=(-120, -40))  # the mirror image's face
+
+
 def test_registry_and_unknown_detector():
     assert set(F.DETECTORS) == {"haar", "dlib-hog", "dlib-cnn"}
     assert F.DEFAULT_DETECTOR in F.DETECTORS
