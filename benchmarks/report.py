@@ -40,6 +40,14 @@ from .metrics import evaluate_predictions, mcnemar_test
 REPORT_SCHEMA_VERSION = 1
 """Version of records.json / records.csv; bump when a column changes meaning."""
 
+MEMORY_NOTE = (
+    "Peak memory: the process's resident high-water mark while the cell ran (kernel VmHWM, reset at the "
+    "cell's start), in brackets its growth over the cell's starting size; it includes the loaded dataset "
+    "and every library imported so far (TensorFlow for CNN cells). Worker processes (feature extraction, "
+    "parallel grid search) are not in it; records.csv has their sampled total as peak_tree_rss_bytes."
+)
+"""How to read the leaderboard's memory column (shown under it)."""
+
 ALPHA = 0.05
 """Significance level of the verdict's McNemar test."""
 
@@ -293,7 +301,17 @@ def ms_text(value) -> str:
 def mb_text(value) -> str:
     if value is None:
         return "–"
-    return f"{value / 1e3:.0f} kB" if value < 100_000 else f"{value / 1e6:.1f} MB"
+    if value < 100_000:
+        return f"{value / 1e3:.0f} kB"
+    return f"{value / 1e6:.1f} MB" if value < 100e6 else f"{value / 1e6:,.0f} MB"
+
+
+def memory_text(model: "ModelResult") -> str:
+    """Peak resident memory during the cell, with its growth over the cell's start in brackets."""
+    peak, start = model.cost("peak_rss_bytes"), model.cost("start_rss_bytes")
+    if peak is None:
+        return "–"
+    return mb_text(peak) + (f" (+{max(0.0, peak - start) / 1e6:,.0f})" if start is not None else "")
 
 
 def seconds_text(value) -> str:
@@ -602,7 +620,7 @@ def leaderboard_rows(analysis: RunAnalysis) -> list:
             "–" if roc.get("auc_macro") is None else f"{roc['auc_macro']:.3f}",
             pct(grouped.get("accuracy")),
             seconds_text(m.cost("fit_seconds")), ms_text(m.cost("predict_ms_per_face")),
-            ms_text(m.cost("predict_ms_single")), mb_text(m.cost("model_bytes")), mb_text(m.cost("peak_rss_bytes")),
+            ms_text(m.cost("predict_ms_single")), mb_text(m.cost("model_bytes")), memory_text(m),
         ])
     return rows
 
@@ -700,7 +718,7 @@ def render_markdown(analysis: RunAnalysis, plots: dict) -> str:
     if analysis.models:
         out += ["## Leaderboard", "", "Test accuracy and macro F1 with 95% bootstrap intervals (1,000 resamples); "
                 "valence accuracy after pooling the classes into negative / neutral / positive.", "",
-                _md_table(leaderboard_rows(analysis)), ""]
+                _md_table(leaderboard_rows(analysis)), "", MEMORY_NOTE, ""]
     if analysis.comparison and analysis.comparison["mcnemar"]:
         c = analysis.comparison
         out += [f"## McNemar: {c['a']} vs {c['b']}", "", _md_table(comparison_rows(c)), ""]
@@ -741,7 +759,7 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white
 th { background: #f3f3f3; } td:nth-child(2), td:first-child { text-align: left; }
 tr.classic td:nth-child(2) { color: #1f77b4; } tr.deep td:nth-child(2) { color: #d62728; }
 .verdict { background: #f6f8fa; border-left: 4px solid #1f77b4; padding: 0.6em 1em; }
-.warn { color: #8a5a00; } .error td { color: #a00; white-space: normal; text-align: left; }
+.warn { color: #8a5a00; } .note { font-size: 0.8em; color: #555; } .error td { color: #a00; white-space: normal; text-align: left; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figure img { max-width: 100%; } figcaption { font-size: 0.8em; color: #555; }
 .grid figure img { width: 360px; }
@@ -781,6 +799,7 @@ def render_html(analysis: RunAnalysis, plots: dict) -> str:
         parts.append("<h2>Leaderboard</h2><p>Test accuracy and macro F1 with 95% bootstrap intervals (1,000 "
                      "resamples); valence accuracy after pooling the classes into negative / neutral / positive.</p>")
         parts.append(_html_table(leaderboard_rows(analysis), [m.family for m in analysis.models]))
+        parts.append(f'<p class="note">{html.escape(MEMORY_NOTE)}</p>')
     if analysis.comparison and analysis.comparison["mcnemar"]:
         c = analysis.comparison
         parts.append(f"<h2>McNemar: {html.escape(c['a'])} vs {html.escape(c['b'])}</h2>")

@@ -18,11 +18,13 @@ the output folder, so a moved run folder still renders its report.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import resource
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -36,12 +38,8 @@ from .harness import FeatureCache, cell_id, error_record, run_classic_cell, writ
 FEATURE_SETS = ("lbp", "hog", "landmarks", "hog+lbp+landmarks")
 """The feature sets ``fer-bench run --all`` crosses with every classifier."""
 
-CNN_EPOCHS = {"seed": 60, "vgg": 60, "mobilenet_v2": 40}
-"""Training epochs per architecture in the ``full`` preset (early stopping may end sooner).
-
-Used when :mod:`fer_deep` does not state its own per-architecture default.
-"""
 DEFAULT_CNN_EPOCHS = 50
+"""Epochs of a CNN in the ``full`` preset when ``fer_deep.DEFAULT_EPOCHS`` names no default for it."""
 
 
 @dataclass(frozen=True)
@@ -77,11 +75,14 @@ class Preset:
 
 
 PRESETS = {
+    # Sized so that `run --all --preset quick` (20 classical cells, 3 CNNs) ends within
+    # 10 minutes on a shared 2-core laptop; VGG's one epoch on 2,000 faces is
+    # the largest single cost, and CNN prediction time scales with the test size.
     "quick": Preset(
         "quick",
-        "2,000 training faces (stratified), 1,000 validation faces, the full test split, registry defaults "
-        "(no grid), CNNs 2 epochs: a smoke run of every cell in minutes",
-        train_size=2000, validation_size=1000, select=False, cnn_epochs=2,
+        "stratified subsamples of 2,000 training, 500 validation and 1,000 test faces, registry defaults "
+        "(no grid), CNNs 1 epoch: a smoke run of every cell in minutes",
+        train_size=2000, validation_size=500, test_size=1000, select=False, cnn_epochs=1,
     ),
     "full": Preset(
         "full",
@@ -118,10 +119,7 @@ def cnn_epochs(arch: str, preset: Preset, override: int | None = None) -> int:
         return preset.cnn_epochs
     import fer_deep
 
-    configured = getattr(fer_deep, "DEFAULT_EPOCHS", None)
-    if isinstance(configured, dict) and arch in configured:
-        return int(configured[arch])
-    return CNN_EPOCHS.get(arch, DEFAULT_CNN_EPOCHS)
+    return int(getattr(fer_deep, "DEFAULT_EPOCHS", {}).get(arch, DEFAULT_CNN_EPOCHS))
 
 
 def run_deep_cell(dataset, arch, out_dir, **settings) -> dict:
@@ -129,8 +127,14 @@ def run_deep_cell(dataset, arch, out_dir, **settings) -> dict:
 
     Imported here, at call time, so a classical-only sweep never loads Keras.
     """
+    import inspect
+
     from .deep_cell import run_deep_cell as run
 
+    if "verbose" in inspect.signature(run).parameters and "verbose" not in settings:
+        # Keras' progress bar redraws itself in a terminal; elsewhere (a log
+        # file, a pipe) one line per epoch reads better.
+        settings["verbose"] = 1 if sys.stderr.isatty() else 2
     return run(dataset, arch, out_dir, **settings)
 
 
@@ -399,6 +403,9 @@ class Progress:
         started = time.perf_counter()
 
         def log(message):
+            message = str(message)
+            if message.startswith(f"{name}: "):  # cells name themselves; the prefix already does
+                message = message[len(name) + 2:]
             self.log(f"{self.prefix(number, name, started)}: {message}")
 
         return log
@@ -540,7 +547,9 @@ def run_sweep(
         cell_log("started")
         memory = PeakMemory()
         try:
-            with memory:
+            # Libraries that print (Keras' epoch progress) go to stderr with the
+            # rest of the progress display; stdout stays for results.
+            with memory, contextlib.redirect_stdout(sys.stderr):
                 record = cell.run(cell_log)
             outcome = (f"{dataset.test.name} accuracy {record['accuracy']:.4f}, macro F1 {record['f1_macro']:.4f}, "
                        f"{record.get('wall_seconds') or 0:.0f} s")

@@ -134,10 +134,13 @@ def test_deep_cells_get_the_preset_settings(tmp_path, calls):
 
 
 def test_full_preset_epochs_per_architecture():
+    import fer_deep
+
     full = sweep.PRESETS["full"]
-    assert sweep.cnn_epochs("seed", full) == sweep.CNN_EPOCHS["seed"]
+    assert sweep.cnn_epochs("seed", full) == fer_deep.DEFAULT_EPOCHS["seed"]
+    assert sweep.cnn_epochs("no-such-net", full) == sweep.DEFAULT_CNN_EPOCHS
     assert sweep.cnn_epochs("seed", full, override=3) == 3
-    assert sweep.cnn_epochs("seed", sweep.PRESETS["quick"]) == 2
+    assert sweep.cnn_epochs("seed", sweep.PRESETS["quick"]) == 1
 
 
 def test_stratified_subset_keeps_class_shares():
