@@ -77,9 +77,9 @@ def machine_info() -> dict:
     }
 
 
-def cell_id(features: str, classifier: str) -> str:
-    """File-safe name of a classical cell, e.g. ``hog+lbp__svm``."""
-    return f"{'+'.join(parse_feature_spec(features))}__{classifier}"
+def cell_id(features: str, classifier: str, flip: bool = False) -> str:
+    """File-safe name of a classical cell, e.g. ``hog+lbp__svm`` (``__flip`` with mirrored training faces)."""
+    return f"{'+'.join(parse_feature_spec(features))}__{classifier}" + ("__flip" if flip else "")
 
 
 def flip_faces(X: np.ndarray) -> np.ndarray:
@@ -181,7 +181,7 @@ def run_classic_cell(
     fixed = dict(classifier_params or {})
     cache = cache or FeatureCache(None)
     classes = tuple(dataset.classes)
-    name = cell_id(features, classifier)
+    name = cell_id(features, classifier, flip)
     out_dir = Path(out_dir)
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()

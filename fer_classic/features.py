@@ -124,11 +124,11 @@ def _opencv_hog(shape, orientations, pixels_per_cell, cells_per_block):
 def hog_features(
     image,
     *,
-    orientations: int = 9,
+    orientations: int = 12,
     pixels_per_cell=(6, 6),
     cells_per_block=(2, 2),
     block_norm: str = "L2-Hys",
-    engine: str = "skimage",
+    engine: str = "opencv",
 ) -> np.ndarray:
     """Histogram of oriented gradients of one gray face.
 
@@ -138,6 +138,10 @@ def hog_features(
     faster on a 48x48 face (0.05 against 0.68 ms here), which the CPU
     deployment model needs.  The two give different vectors: a model must be
     used with the engine it was trained on (the model stores it).
+
+    The defaults were chosen on PublicTest (10,000 Training faces, RBF SVM):
+    OpenCV 51.6% against scikit-image 50.4%; 12 orientations 52.5% against 9;
+    6-pixel cells against 4 (50.4%) and 8 (51.5%).
     """
     if engine == "opencv":
         descriptor = _opencv_hog(np.shape(image), orientations, pixels_per_cell, cells_per_block)
@@ -173,8 +177,8 @@ class HOGFeatures(_FaceTransformer):
         Processes for ``transform``; -1 uses every core, None one.
     """
 
-    def __init__(self, orientations=9, pixels_per_cell=(6, 6), cells_per_block=(2, 2), block_norm="L2-Hys",
-                 engine="skimage", n_jobs=None):
+    def __init__(self, orientations=12, pixels_per_cell=(6, 6), cells_per_block=(2, 2), block_norm="L2-Hys",
+                 engine="opencv", n_jobs=None):
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
@@ -225,13 +229,15 @@ def _as_tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def lbp_histogram(image, *, points=8, radius=1, method: str = "uniform", grid=(6, 6)) -> np.ndarray:
+def lbp_histogram(image, *, points=8, radius=(1, 2, 3), method: str = "uniform", grid=(6, 6)) -> np.ndarray:
     """Spatial histograms of local binary patterns of one gray face.
 
     The face is cut into ``grid`` (rows, columns) cells; each cell's LBP codes
     are histogrammed and normalised to sum to 1, and the cells concatenated.
     ``radius`` (and ``points``) may be sequences for a multi-scale descriptor:
     one LBP map per (points, radius) pair, ``points`` repeated if a single int.
+    Radii 1, 2 and 3 scored 43.6% on PublicTest against 37.6% for radius 1
+    alone (10,000 Training faces, RBF SVM); an 8x8 grid scored 39.9%.
     """
     from skimage.feature import local_binary_pattern
 
@@ -273,7 +279,7 @@ class LBPFeatures(_FaceTransformer):
         Processes for ``transform``; -1 uses every core, None one.
     """
 
-    def __init__(self, points=8, radius=1, method="uniform", grid=(6, 6), n_jobs=None):
+    def __init__(self, points=8, radius=(1, 2, 3), method="uniform", grid=(6, 6), n_jobs=None):
         self.points = points
         self.radius = radius
         self.method = method

@@ -39,14 +39,15 @@ def edge_image(vertical: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("engine", ["skimage", "opencv"])
 def test_hog_output_length(engine):
-    # 48/6 = 8 cells, 7x7 blocks of 2x2 cells, 9 bins: 7*7*2*2*9
-    assert hog_features(np.zeros((48, 48), np.uint8), engine=engine).shape == (1764,)
+    # 48/6 = 8 cells, 7x7 blocks of 2x2 cells, 12 bins by default: 7*7*2*2*12
+    assert hog_features(np.zeros((48, 48), np.uint8), engine=engine).shape == (2352,)
+    assert hog_features(np.zeros((48, 48), np.uint8), engine=engine, orientations=9).shape == (1764,)
 
 
 def test_hog_of_an_edge_puts_the_energy_in_the_edge_orientation():
     # One cell, one block, L1 norm: the histogram sums to 1.  A vertical edge has a
     # horizontal gradient (0 degrees, bin 0); a horizontal edge 90 degrees (bin 4 of 9).
-    params = dict(orientations=9, pixels_per_cell=(48, 48), cells_per_block=(1, 1), block_norm="L1")
+    params = dict(orientations=9, pixels_per_cell=(48, 48), cells_per_block=(1, 1), block_norm="L1", engine="skimage")
     vertical = hog_features(edge_image(True), **params)
     horizontal = hog_features(edge_image(False), **params)
     np.testing.assert_allclose(vertical, np.eye(9)[0], atol=1e-3)
@@ -54,7 +55,7 @@ def test_hog_of_an_edge_puts_the_energy_in_the_edge_orientation():
 
 
 def test_opencv_hog_agrees_on_the_dominant_orientation():
-    descriptor = hog_features(edge_image(True), engine="opencv").reshape(-1, 9)
+    descriptor = hog_features(edge_image(True), engine="opencv", orientations=9).reshape(-1, 9)
     assert np.argmax(descriptor.sum(axis=0)) == 0
 
 
@@ -63,12 +64,12 @@ def test_lbp_of_a_flat_image_counted_by_hand():
     # uniform code 8, for the 46x46 interior pixels.  On the border the neighbours
     # outside the image read as 0: an edge pixel keeps 5 ones (code 5, 4*46 = 184
     # pixels), a corner pixel 3 ones (code 3, 4 pixels).
-    hist = lbp_histogram(np.full((48, 48), 77, np.uint8), points=8, radius=1, grid=(1, 1))
+    hist = lbp_histogram(np.full((48, 48), 77, np.uint8), points=8, radius=1, grid=(1, 1))  # one radius
     assert hist.shape == (lbp_bins(8, "uniform"),)
     expected = np.zeros(10)
     expected[[8, 5, 3]] = [46 * 46, 184, 4]
     np.testing.assert_allclose(hist, expected / (48 * 48), rtol=1e-6)
-    quarters = lbp_histogram(np.full((48, 48), 77, np.uint8), grid=(2, 2)).reshape(4, 10)
+    quarters = lbp_histogram(np.full((48, 48), 77, np.uint8), radius=1, grid=(2, 2)).reshape(4, 10)
     np.testing.assert_allclose(quarters.sum(axis=1), 1.0, rtol=1e-6)
     assert np.all(quarters[:, 8] == quarters[0, 8])  # the four quarters are mirror images
 
@@ -76,9 +77,9 @@ def test_lbp_of_a_flat_image_counted_by_hand():
 def test_lbp_multi_radius_and_methods():
     face = synthetic_faces(1)[0][0]
     assert lbp_histogram(face, radius=(1, 2, 3), grid=(3, 3)).shape == (3 * 9 * 10,)
-    assert lbp_histogram(face, points=8, method="nri_uniform", grid=(1, 1)).shape == (59,)
+    assert lbp_histogram(face, points=8, radius=1, method="nri_uniform", grid=(1, 1)).shape == (59,)
     assert lbp_histogram(face, points=(8, 16), radius=(1, 2), grid=(1, 1)).shape == (10 + 18,)
-    assert np.isclose(lbp_histogram(face, grid=(1, 1)).sum(), 1.0)
+    assert np.isclose(lbp_histogram(face, radius=1, grid=(1, 1)).sum(), 1.0)
 
 
 def test_lbp_unknown_method_is_refused():
@@ -164,6 +165,6 @@ def test_feature_spec_parsing_and_union():
     assert isinstance(union, FeatureUnion) and union.transformer_list[0][1].orientations == 12
     X, _ = synthetic_faces(3)
     out = union.fit(X).transform(X)
-    assert out.shape == (3, 1764 // 9 * 12 + 360)
+    assert out.shape == (3, 1764 // 9 * 12 + 3 * 360)
     with pytest.raises(ValueError, match=r"parameters given for \['lbp'\]"):
         make_features("hog", {"lbp": {}})
