@@ -87,17 +87,10 @@ class PredictOptions:
 def load_predict_model(path):
     """Load a saved classical or deep model by its content (:func:`benchmarks.models.load_model`).
 
-    Keras is imported only for a deep model file.  Where the dispatcher
-    :mod:`benchmarks.models` is absent, classical models load directly.
+    Keras is imported only for a deep model file.
     """
-    try:
-        from .models import load_model
-    except ModuleNotFoundError as error:
-        if error.name != f"{__package__}.models":
-            raise
-        from fer_classic.model import ClassicModel
+    from .models import load_model
 
-        return ClassicModel.load(path)
     return load_model(path)
 
 
