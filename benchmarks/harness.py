@@ -32,6 +32,8 @@ from fer_classic.model import ClassicModel, library_versions
 from .metrics import classification_metrics
 
 RECORD_SCHEMA_VERSION = 1
+FEATURE_CODE_VERSION = 1
+"""Part of the feature cache key: raise it when a feature's computation changes."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -104,18 +106,31 @@ class FeatureCache:
 
     def transform(self, spec: str, params: dict, X: np.ndarray) -> np.ndarray:
         parts = [
-            self._extract(name, json.dumps(params.get(name, {}), sort_keys=True), X, n_jobs=self.n_jobs)
+            self._extract(name, resolved_feature_params(name, params.get(name, {})), X, FEATURE_CODE_VERSION,
+                          n_jobs=self.n_jobs)
             for name in parse_feature_spec(spec)
         ]
         return parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
-def _extract_single(name: str, params_json: str, X: np.ndarray, n_jobs=-1) -> np.ndarray:
+def resolved_feature_params(name: str, params: dict) -> str:
+    """Every parameter of feature ``name``, defaults filled in, as canonical JSON.
+
+    The cache key: keying on the parameters as given would hand back features
+    computed under old defaults after a default changes.
+    """
+    from fer_classic.features import FEATURES
+
+    full = FEATURES[name](**params).get_params(deep=False)
+    full.pop("n_jobs", None)
+    return json.dumps(full, sort_keys=True, default=list)
+
+
+def _extract_single(name: str, params_json: str, X: np.ndarray, code_version: int, n_jobs=-1) -> np.ndarray:
     from fer_classic.features import make_features
 
-    return make_features(name, {name: json.loads(params_json)} if params_json != "{}" else None, n_jobs=n_jobs).fit(
-        X[:1]
-    ).transform(X)
+    params = {key: tuple(value) if isinstance(value, list) else value for key, value in json.loads(params_json).items()}
+    return make_features(name, {name: params}, n_jobs=n_jobs).fit(X[:1]).transform(X)
 
 
 def candidate_grid(classifier: str, fixed: dict, select: bool) -> list:
