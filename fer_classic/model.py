@@ -138,11 +138,24 @@ class ClassicModel:
         self.estimator_.fit(F, y)
         self.calibrator_ = None
         if not hasattr(self.estimator_, "predict_proba"):
+            y_val = encode_labels(validation[1], self.classes_) if validation is not None else None
+            if y_val is not None and set(np.unique(y_val)) != set(np.unique(y)):
+                # sklearn's calibrator sizes its output by the classes in the validation
+                # labels, so a validation set missing a class cannot calibrate the model.
+                import warnings
+
+                missing = [self.classes_[i] for i in sorted(set(np.unique(y)) - set(np.unique(y_val)))]
+                warnings.warn(
+                    f"validation set has no faces of {', '.join(missing)}; "
+                    "calibrating probabilities by cross-validation on the training set instead",
+                    stacklevel=2,
+                )
+                validation = None
             if validation is not None:
-                X_val, y_val = validation
+                X_val = validation[0]
                 F_val = validation_features if validation_features is not None else self.extractor_.transform(X_val)
                 self.calibrator_ = CalibratedClassifierCV(FrozenEstimator(self.estimator_), method="sigmoid")
-                self.calibrator_.fit(F_val, encode_labels(y_val, self.classes_))
+                self.calibrator_.fit(F_val, y_val)
             else:
                 folds = 3
                 base = make_classifier(self.classifier, self.classifier_params, seed=self.seed)

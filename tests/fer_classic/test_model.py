@@ -34,6 +34,15 @@ def test_svm_without_validation_is_calibrated_by_cross_validation(faces):
     np.testing.assert_allclose(model.predict_proba(X_test).sum(axis=1), 1.0, rtol=1e-6)
 
 
+def test_validation_without_every_class_falls_back_to_cross_validation(faces):
+    (X, y), (X_val, y_val) = faces
+    partial = y_val < 3
+    with pytest.warns(UserWarning, match=r"validation set has no faces of happy, sad, surprise, neutral"):
+        model = ClassicModel("hog", "svm").fit(X, y, validation=(X_val[partial], y_val[partial]))
+    proba = model.predict_proba(X_val)
+    assert proba.shape == (70, 7) and np.all(proba[:, 3:].sum(axis=0) > 0)
+
+
 def test_labels_as_names_or_indices():
     assert encode_labels(["happy", "angry"], CLASSES).tolist() == [3, 0]
     assert encode_labels(np.array([6, 0]), CLASSES).tolist() == [6, 0]
