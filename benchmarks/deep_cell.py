@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import RECORD_SCHEMA_VERSION, machine_info, save_predictions, time_prediction, write_json_atomic
+from .harness import RECORD_SCHEMA_VERSION, machine_info, time_prediction, write_cell_outputs
 from .metrics import classification_metrics
 
 
@@ -197,11 +197,4 @@ def run_deep_cell(
         "scores": {k: scores[k] for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro")},
         "trained": started.isoformat(timespec="seconds"),
     }
-    model_path = model.save(out_dir / "models" / f"{name}.zip")
-    record["predictions_path"] = str(save_predictions(out_dir / "predictions" / f"{name}.npz", test.y, predicted,
-                                                      probabilities, classes))
-    record["model_path"] = str(model_path)
-    record["model_bytes"] = model_path.stat().st_size
-    record["wall_seconds"] = time.perf_counter() - wall_start
-    write_json_atomic(out_dir / "records" / f"{name}.json", record)
-    return record
+    return write_cell_outputs(out_dir, record, model, ".zip", test.y, predicted, probabilities, wall_start)

@@ -285,9 +285,20 @@ def run_classic_cell(
         "scores": {k: scores[k] for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro")},
         "trained": started.isoformat(timespec="seconds"),
     }
-    model_path = model.save(out_dir / "models" / f"{name}.joblib")
-    record["predictions_path"] = str(save_predictions(out_dir / "predictions" / f"{name}.npz", test.y, predicted,
-                                                      probabilities, classes))
+    return write_cell_outputs(out_dir, record, model, ".joblib", test.y, predicted, probabilities, wall_start)
+
+
+def write_cell_outputs(out_dir, record, model, model_suffix, y_true, y_pred, proba, wall_start) -> dict:
+    """Save a finished cell's model, test predictions and record (in that order: the record last).
+
+    Each file is written atomically and the record only after the others, so
+    a record on disk always points to a complete model and predictions.
+    """
+    out_dir = Path(out_dir)
+    name = record["cell"]
+    model_path = model.save(out_dir / "models" / f"{name}{model_suffix}")
+    record["predictions_path"] = str(save_predictions(out_dir / "predictions" / f"{name}.npz", y_true, y_pred,
+                                                      proba, model.classes_))
     record["model_path"] = str(model_path)
     record["model_bytes"] = model_path.stat().st_size
     record["wall_seconds"] = time.perf_counter() - wall_start
