@@ -33,7 +33,15 @@ from typing import Callable
 
 import numpy as np
 
-from .harness import FeatureCache, cell_id, error_record, run_classic_cell, write_json_atomic
+from .harness import (
+    FEATURE_CODE_VERSION,
+    FeatureCache,
+    cell_id,
+    error_record,
+    resolved_feature_params,
+    run_classic_cell,
+    write_json_atomic,
+)
 
 FEATURE_SETS = ("lbp", "hog", "landmarks", "hog+lbp+landmarks")
 """The feature sets ``fer-bench run --all`` crosses with every classifier."""
@@ -330,6 +338,31 @@ def cell_config(dataset, features, classifier, *, feature_params, classifier_par
     }
 
 
+def resolved_classic_settings(spec: str, classifier: str, feature_params: dict) -> dict:
+    """The defaults a classical cell's result also depends on: every feature parameter, the classifier's
+    defaults and its grid.
+
+    Part of the cell's settings, so a record made before a default changed in
+    the code is not reused.  Parameters that do not resolve are kept as the
+    error text: the cell itself then fails with the full message.
+    """
+    from fer_classic.classifiers import CLASSIFIERS
+    from fer_classic.features import parse_feature_spec
+
+    try:
+        features = {name: json.loads(resolved_feature_params(name, feature_params.get(name, {})))
+                    for name in parse_feature_spec(spec)}
+    except (TypeError, ValueError) as error:
+        features = f"unresolved: {error}"
+    entry = CLASSIFIERS.get(classifier)
+    return {
+        "features": features,
+        "feature_code_version": FEATURE_CODE_VERSION,
+        "classifier_defaults": entry.defaults() if entry else None,
+        "grid": entry.grid if entry else None,
+    }
+
+
 def deep_cell_config(dataset, arch, *, epochs, batch_size, seed, train_params) -> dict:
     """The settings that decide a CNN cell's result."""
     return {
@@ -425,10 +458,12 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
     cells = []
     for spec in features:
         for classifier in classifiers:
-            name = cell_id(spec, classifier)
+            name = cell_id(spec, classifier, flip)
             relevant = {k: v for k, v in feature_params.items() if k in spec.split("+")}
             config = cell_config(dataset, spec, classifier, feature_params=relevant,
                                  classifier_params=classifier_params, select=select, flip=flip, seed=seed)
+            config["resolved"] = resolved_classic_settings(spec, classifier, relevant)
+            config = json.loads(json.dumps(config, default=str))  # as it reads back from the record
 
             def run(cell_log, spec=spec, classifier=classifier, relevant=relevant):
                 return run_classic_cell(dataset, spec, classifier, out_dir, feature_params=relevant,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,10 +92,18 @@ def test_real_classic_cells_then_resume_skips_them(tmp_path, monkeypatch):
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in records]
     assert sum("finished earlier, skipped" in line for line in lines) == 2
 
-    # different settings are a different result: the cell runs again
-    sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["knn"], out_dir=tmp_path, select=False,
-                    classifier_params={"n_neighbors": 3}, log=lines.append)
-    assert len(ran) == 1
+    # a default changed in the code since the record was written is a different setting: that cell reruns
+    import fer_classic.classifiers
+
+    knn = fer_classic.classifiers.CLASSIFIERS["knn"]
+    monkeypatch.setitem(fer_classic.classifiers.CLASSIFIERS, "knn", replace(knn, grid={"n_neighbors": [7]}))
+    sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["dt", "knn"], out_dir=tmp_path, select=False,
+                    log=lines.append)
+    assert [args[2] for args in ran] == ["knn"]
+    # and so is a parameter given this time
+    sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["dt"], out_dir=tmp_path, select=False,
+                    classifier_params={"max_depth": 3}, log=lines.append)
+    assert [args[2] for args in ran] == ["knn", "dt"]
 
 
 def test_failed_cell_becomes_error_record_and_is_retried(tmp_path, calls):
