@@ -457,42 +457,71 @@ def plot_per_class_f1(models: list) -> bytes:
     return _png(figure)
 
 
+MARKERS = "o^sDvPXhd<>p"  # no star: stars mark the CNNs
+
+
+def pareto_front(points) -> set:
+    """Indices of the points no other point beats on both cost (lower) and accuracy (higher)."""
+    front, best = set(), -math.inf
+    for index in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        if points[index][1] > best:
+            front.add(index)
+            best = points[index][1]
+    return front
+
+
 def plot_accuracy_cost(models: list) -> bytes | None:
-    """Test accuracy (with 95% interval) against batched prediction cost per face, log x."""
+    """Test accuracy (with 95% interval) against batched prediction cost per face, log x.
+
+    Classical cells are coloured by feature set and shaped by classifier, so
+    dozens of cells stay readable; CNNs are red stars.  Only the CNNs and the
+    cells on the cost-accuracy front are labelled.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
     usable = [m for m in models if m.cost("predict_ms_per_face")]
     if not usable:
         return None
-    figure = _figure(7.5, 4.8)
+    feature_sets = list(dict.fromkeys(m.record.get("features", "?") for m in usable if m.family == "classic"))
+    classifiers = list(dict.fromkeys(m.record.get("classifier", "?") for m in usable if m.family == "classic"))
+    palette = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#bcbd22", "#e377c2"]
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(feature_sets)}
+    marker = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(classifiers)}
+    figure = _figure(9.5, 5.4)
     axes = figure.add_subplot()
-    for family in ("classic", "deep"):
-        members = [m for m in usable if m.family == family]
-        if not members:
-            continue
-        x = [m.cost("predict_ms_per_face") for m in members]
-        y = [100 * m.accuracy for m in members]
-        intervals = [(m.metrics.get("ci") or {}).get("accuracy") for m in members]
-        error = np.array([[100 * (m.accuracy - iv[0]), 100 * (iv[1] - m.accuracy)] if iv else [0, 0]
-                          for m, iv in zip(members, intervals)]).T
-        axes.errorbar(x, y, yerr=error, fmt="o" if family == "classic" else "s", capsize=2, ms=6, lw=0.8,
-                      color=FAMILY_COLOURS[family], label=FAMILY_NAMES[family])
-        for m, xi, yi in zip(members, x, y):
-            axes.annotate(m.name, (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=6.5,
-                          color=FAMILY_COLOURS[family])
+    points = [(m.cost("predict_ms_per_face"), 100 * m.accuracy) for m in usable]
+    front = pareto_front(points)
+    for index, (m, (x, y)) in enumerate(zip(usable, points)):
+        interval = (m.metrics.get("ci") or {}).get("accuracy")
+        error = [[y - 100 * interval[0]], [100 * interval[1] - y]] if interval else None
+        if m.family == "classic":
+            style = {"fmt": marker[m.record.get("classifier", "?")], "color": colour[m.record.get("features", "?")],
+                     "ms": 6}
+        else:
+            style = {"fmt": "*", "color": FAMILY_COLOURS["deep"], "ms": 11}
+        axes.errorbar([x], [y], yerr=error, capsize=2, lw=0.7, alpha=0.9, **style)
+        if m.family != "classic" or index in front:
+            axes.annotate(m.name, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7,
+                          color=style["color"])
     axes.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
-
     # plain numbers (0.5, 2, 10) read faster than 5x10^-1 on a cost axis
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    axes.xaxis.set_major_formatter(plain)
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(FuncFormatter(
         lambda value, _: f"{value:g}" if value > 0 and round(value / 10 ** math.floor(math.log10(value))) in (2, 5)
         else ""))
     axes.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
     axes.set_xlabel("prediction cost, ms per face (batched, one thread, features included; log scale)")
     axes.set_ylabel("test accuracy, % (95% bootstrap interval)")
-    axes.set_title("Accuracy against prediction cost: up and to the left is better", fontsize=9)
+    axes.set_title("Accuracy against prediction cost: up and to the left is better; labelled: CNNs and the "
+                   "cells no other beats on both", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    handles = [Line2D([], [], color=colour[f], marker="o", ls="", label=f) for f in feature_sets]
+    handles += [Line2D([], [], color="grey", marker=marker[c], ls="", label=c) for c in classifiers]
+    if any(m.family == "deep" for m in usable):
+        handles.append(Line2D([], [], color=FAMILY_COLOURS["deep"], marker="*", ms=10, ls="", label="CNN"))
+    axes.legend(handles=handles, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
+                title="colour: features\nshape: classifier", title_fontsize=7.5)
     return _png(figure)
 
 
