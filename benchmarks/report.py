@@ -671,6 +671,17 @@ def valence_rows(analysis: RunAnalysis) -> list:
     return rows
 
 
+def confusion_rows(model: ModelResult, grouped: bool = False) -> list:
+    """A confusion matrix as rows of text (true classes down, predicted across), header first."""
+    metrics = model.metrics.get("grouped") if grouped else model.metrics
+    if not metrics or not metrics.get("confusion_matrix"):
+        return []
+    names = list(metrics["per_class"])
+    rows = [["true \\ predicted", *names]]
+    rows += [[name, *(f"{count:,}" for count in counts)] for name, counts in zip(names, metrics["confusion_matrix"])]
+    return rows
+
+
 def per_class_rows(model: ModelResult) -> list:
     rows = [["class", "precision", "recall", "F1", "support"]]
     for name, values in (model.metrics.get("per_class") or {}).items():
@@ -765,6 +776,9 @@ def render_markdown(analysis: RunAnalysis, plots: dict) -> str:
     if valence:
         out += ["## Valence (negative: angry, disgust, fear, sad; neutral; positive: happy, surprise)", "",
                 _md_table(valence), ""]
+        for family, model in analysis.best.items():
+            out += [f"Valence confusion of {model.name} (best {FAMILY_NAMES[family]}):", "",
+                    _md_table(confusion_rows(model, grouped=True)), ""]
     for family, model in analysis.best.items():
         out += [f"## Per class: {model.name} (best {FAMILY_NAMES[family]})", "", _md_table(per_class_rows(model)), ""]
     out += ["## Provenance", "", f"- machine: {_machine_text(info['machine'])}",
@@ -850,6 +864,9 @@ def render_html(analysis: RunAnalysis, plots: dict) -> str:
     if valence:
         parts.append("<h2>Valence</h2><p>negative: angry, disgust, fear, sad; neutral; positive: happy, "
                      "surprise.</p>" + _html_table(valence))
+        for family, model in analysis.best.items():
+            parts.append(f"<p>Valence confusion of {html.escape(model.name)} (best {FAMILY_NAMES[family]}):</p>"
+                         + _html_table(confusion_rows(model, grouped=True)))
     for family, model in analysis.best.items():
         parts.append(f"<h2>Per class: {html.escape(model.name)} (best {FAMILY_NAMES[family]})</h2>"
                      + _html_table(per_class_rows(model)))
@@ -878,6 +895,9 @@ def _derived(model: ModelResult) -> dict:
         "valence_accuracy": grouped.get("accuracy"),
         "valence_f1_macro": grouped.get("f1_macro"),
         "valence_accuracy_ci": (grouped.get("ci") or {}).get("accuracy"),
+        "valence": {key: grouped.get(key) for key in (
+            "accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
+            "f1_weighted", "per_class", "confusion_matrix", "ci", "groups")} if grouped else None,
     }
 
 

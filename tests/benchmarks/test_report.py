@@ -166,6 +166,17 @@ def test_records_json_and_csv(run_dir):
     assert (svm["host"], svm["version_numpy"], svm["git_commit"], svm["report_schema_version"]) == \
         ("box", "2.0", "abc123", "1")
     assert json.loads(svm["params"]) == {"C": 10.0}
+    # the valence metrics travel too: the confusion of the pooled groups, computed here by hand
+    arrays = np.load(run_dir / "predictions" / "hog__svm.npz")
+    group = np.array([0, 0, 0, 2, 0, 2, 1])  # angry disgust fear happy sad surprise neutral -> neg/neu/pos
+    expected = np.zeros((3, 3), dtype=int)
+    np.add.at(expected, (group[arrays["y_true"]], group[arrays["y_pred"]]), 1)
+    derived = next(r["derived"] for r in payload["records"] if r["cell"] == "hog__svm")
+    assert derived["valence"]["confusion_matrix"] == expected.tolist()
+    assert derived["valence_accuracy"] == pytest.approx(np.trace(expected) / N_TEST)
+    markdown = result["markdown"].read_text()
+    assert "Valence confusion of hog__svm (best classical):" in markdown
+    assert "| negative | " + " | ".join(str(v) for v in expected[0]) + " |" in markdown
 
 
 def test_moved_run_dir_still_renders(run_dir, tmp_path):
