@@ -453,7 +453,7 @@ class Progress:
 
 
 def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset, seed, classifier_params,
-               feature_params, select, flip, epochs, batch_size, train_params, cache, log) -> list:
+               feature_params, select, flip, epochs, batch_size, train_params, cache) -> list:
     """The sweep's cells in order: classical (features x classifiers), then CNNs."""
     cells = []
     for spec in features:
@@ -567,7 +567,7 @@ def run_sweep(
     cells = plan_cells(dataset, features=list(features), classifiers=list(classifiers), cnns=list(cnns),
                        out_dir=out_dir, preset=preset, seed=seed, classifier_params=classifier_params,
                        feature_params=feature_params, select=select, flip=flip, epochs=epochs,
-                       batch_size=batch_size, train_params=train_params, cache=cache, log=log)
+                       batch_size=batch_size, train_params=train_params, cache=cache)
     progress = Progress(len(cells), log)
     commit = git_commit()
     records = []
