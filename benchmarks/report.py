@@ -394,7 +394,7 @@ def verdict(analysis: RunAnalysis) -> list:
     lines.append(f"Best of each family = {analysis.selection_rule}.")
     presets = {m.record.get("preset") for m in analysis.models}
     if "quick" in presets:
-        lines.append("These numbers come from the quick preset (a subsample of the training faces, few CNN epochs, "
+        lines.append("These numbers come from the quick preset (subsamples of the splits, few CNN epochs, "
                      "no hyperparameter grid): a smoke test of the pipeline, not the benchmark. "
                      "Run with --preset full for the real answer.")
     return lines
