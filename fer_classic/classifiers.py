@@ -22,6 +22,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
+from .deploy import make_ls_svm
+
 
 def _reduce(pca_components, seed, whiten=False):
     """PCA step, or passthrough when ``pca_components`` is None."""
@@ -171,6 +173,9 @@ CLASSIFIERS = {
     "knn": ClassifierSpec(make_knn, "k nearest neighbours in a PCA space",
                           {"n_neighbors": [5, 10, 20], "whiten": [False, True]},
         class_weight=False, grid_parallel=False),
+    # The CPU deployment model: fixed-size least-squares SVM (fer_classic.deploy.FixedSizeLSSVM).
+    "ls_svm": ClassifierSpec(make_ls_svm, "least-squares RBF SVM on 6,000 kernel centres (fast CPU prediction)",
+                             {"alpha": [0.01, 0.1]}, class_weight=False),
 }
 """Classifier name -> :class:`ClassifierSpec`."""
 
