@@ -90,6 +90,9 @@ def test_vectorized_svc_clones_pickles_and_rejects_other_kernels():
     again = pickle.loads(pickle.dumps(fast))
     np.testing.assert_array_equal(again.predict(X), fast.predict(X))
     assert clone(fast).get_params()["batch_size"] == 16
+    rebatched = VectorizedSVC.from_svc(fast, batch_size=3)  # from a VectorizedSVC: its batch_size replaced
+    assert rebatched.batch_size == 3
+    np.testing.assert_array_equal(rebatched.predict(X), fast.predict(X))
     with pytest.raises(ValueError, match=r"RBF kernel only, not kernel='linear'"):
         VectorizedSVC(kernel="linear").fit(X, y)
     with pytest.raises(TypeError, match=r"expected a fitted sklearn.svm.SVC, got str"):
@@ -275,3 +278,4 @@ def test_vectorize_refuses_models_without_an_rbf_svc():
         vectorize_svm_model(forest)
     with pytest.raises(ValueError, match=r"the model is not fitted yet"):
         vectorize_svm_model(ClassicModel("hog", "svm"))
+
