@@ -330,7 +330,7 @@ class FixedSizeLSSVM(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
-    def _validate_params_values(self, n_samples):
+    def _validate_params_values(self):
         if int(self.n_components) < 1:
             raise ValueError(f"n_components={self.n_components}; must be at least 1")
         if float(self.gamma_scale) <= 0:
@@ -348,7 +348,7 @@ class FixedSizeLSSVM(ClassifierMixin, BaseEstimator):
 
         X, y = check_X_y(X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
-        self._validate_params_values(len(X))
+        self._validate_params_values()
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError("FixedSizeLSSVM needs samples of at least two classes")
