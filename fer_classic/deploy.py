@@ -24,8 +24,7 @@
 
 :func:`prepare_for_deployment` (also ``python -m fer_classic.deploy MODEL OUT``)
     Converts a saved model without retraining: an RBF ``SVC`` becomes a
-    :class:`VectorizedSVC`, a HOG extractor a :class:`LeanHOGFeatures`; both
-    give the same outputs as before.
+    :class:`VectorizedSVC`, which gives the same outputs as before.
 
 All of them pickle inside :meth:`fer_classic.model.ClassicModel.save`.
 """
@@ -38,7 +37,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import SVC
 
-from .features import HOGFeatures, _check_faces, _map_chunk, hog_features
 
 # SVC's own default for ``probability`` (scikit-learn 1.9 turned it into a
 # deprecation marker); repeating it keeps VectorizedSVC() as quiet as SVC().
@@ -544,32 +542,10 @@ def vectorize_svm_model(model):
     return converted
 
 
-class LeanHOGFeatures(HOGFeatures):
-    """``HOGFeatures`` whose ``transform`` skips a per-call cost that dominates one face.
-
-    ``HOGFeatures.transform`` goes through ``features._map_faces``, which calls
-    ``joblib.cpu_count()`` on every call, even with ``n_jobs=None``: measured
-    here at 0.05-0.17 ms per call (it reads the cgroup limits each time),
-    more than the 0.04 ms of one face's OpenCV HOG.  This ``transform``
-    computes the same vectors with the same function in this process, without
-    that call.  Parameters and output are those of :class:`HOGFeatures`.
-    """
-
-    def transform(self, X):
-        if self.n_jobs not in (None, 1) or not hasattr(self, "face_shape_"):
-            return super().transform(X)  # process pools, or the not-fitted error
-        X = _check_faces(X)
-        if X.shape[1:] != self.face_shape_:
-            raise ValueError(f"faces are {X.shape[1:]}, but the transformer was fitted on {self.face_shape_}")
-        return _map_chunk(hog_features, X, self._function_params())
-
-
 def prepare_for_deployment(model):
     """A copy of a fitted ``ClassicModel`` with the fast prediction paths of this module.
 
-    - an RBF ``SVC`` becomes a :class:`VectorizedSVC` (same predictions);
-    - a plain ``HOGFeatures`` extractor becomes a :class:`LeanHOGFeatures`
-      (same vectors, less per-call overhead).
+    - an RBF ``SVC`` becomes a :class:`VectorizedSVC` (same predictions).
 
     Anything else is kept as it is; the copy's metadata records what changed.
 
@@ -592,12 +568,6 @@ def prepare_for_deployment(model):
         changes.append("SVC -> VectorizedSVC")
     except ValueError:
         converted = copy.deepcopy(model)
-    extractor = converted.extractor_
-    if type(extractor) is HOGFeatures:
-        lean = LeanHOGFeatures(**extractor.get_params())
-        lean.__dict__.update({k: v for k, v in extractor.__dict__.items() if k.endswith("_")})
-        converted.extractor_ = lean
-        changes.append("HOGFeatures -> LeanHOGFeatures")
     converted.metadata = {**converted.metadata, "deployment": changes}
     return converted
 
@@ -625,7 +595,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     # Run through the package module, not this __main__ copy: otherwise the
-    # saved model would pickle its classes as __main__.LeanHOGFeatures ..., which
+    # saved model would pickle its classes as __main__.VectorizedSVC ..., which
     # no other process can load.
     from fer_classic.deploy import main as _package_main
 

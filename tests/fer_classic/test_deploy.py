@@ -9,7 +9,6 @@ from sklearn.svm import SVC
 
 from fer_classic.deploy import (
     FixedSizeLSSVM,
-    LeanHOGFeatures,
     VectorizedSVC,
     kernel_ridge_equations,
     ovo_weights,
@@ -225,8 +224,7 @@ def test_prepare_for_deployment_keeps_every_output(svm_model, tmp_path):
     X_test, _ = synthetic_faces(60, seed=3)
     fast = prepare_for_deployment(svm_model)
     assert isinstance(fast.estimator_.steps[-1][1], VectorizedSVC)
-    assert isinstance(fast.extractor_, LeanHOGFeatures)
-    assert fast.metadata["deployment"] == ["SVC -> VectorizedSVC", "HOGFeatures -> LeanHOGFeatures"]
+    assert fast.metadata["deployment"] == ["SVC -> VectorizedSVC"]
     assert type(svm_model.estimator_.steps[-1][1]) is SVC  # the original is untouched
     np.testing.assert_array_equal(fast.transform(X_test), svm_model.transform(X_test))
     np.testing.assert_array_equal(fast.transform(X_test[:1]), svm_model.transform(X_test[:1]))
@@ -237,14 +235,6 @@ def test_prepare_for_deployment_keeps_every_output(svm_model, tmp_path):
     np.testing.assert_allclose(fast.predict_proba(X_test), svm_model.predict_proba(X_test), atol=1e-9)
     loaded = ClassicModel.load(fast.save(tmp_path / "fast.joblib"))
     np.testing.assert_array_equal(loaded.predict(X_test), svm_model.predict(X_test))
-
-
-def test_lean_hog_checks_faces_like_hog(svm_model):
-    lean = prepare_for_deployment(svm_model).extractor_
-    with pytest.raises(ValueError, match=r"faces are \(40, 40\), but the transformer was fitted on \(48, 48\)"):
-        lean.transform(np.zeros((1, 40, 40), np.uint8))
-    with pytest.raises(ValueError, match=r"wrap a single face as X\[None\]"):
-        lean.transform(np.zeros((48, 48), np.uint8))
 
 
 def test_deploy_command_writes_a_converted_copy(svm_model, tmp_path, capsys):
@@ -267,7 +257,7 @@ def test_deploy_module_run_as_a_script_writes_a_loadable_model(svm_model, tmp_pa
     assert done.returncode == 0, done.stderr
     X_test, _ = synthetic_faces(20, seed=4)
     loaded = ClassicModel.load(tmp_path / "out.joblib")
-    assert type(loaded.extractor_).__module__ == "fer_classic.deploy"
+    assert type(loaded.estimator_.named_steps["svc"]).__module__ == "fer_classic.deploy"
     np.testing.assert_array_equal(loaded.predict(X_test), svm_model.predict(X_test))
 
 
