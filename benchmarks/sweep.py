@@ -84,7 +84,7 @@ class Preset:
 
 PRESETS = {
     # Sized so that `run --all --preset quick` (about 30 classical cells, 3 CNNs) ends within
-    # 10 minutes on a shared 2-core machine: VGG's epoch and the Nystroem fast_svm
+    # 10 minutes on a shared 2-core machine: VGG's epoch and the kernel classifiers
     # grow with the training faces, CNN prediction time with the test faces.
     "quick": Preset(
         "quick",

@@ -58,7 +58,7 @@ def test_missing_data_folder_is_one_line_and_exit_1(runner, tmp_path):
 def test_unknown_names_list_the_valid_ones(tmp_path):
     # through the real entry point, which turns usage errors into one line and exit 1
     for args, message in (
-        (["--classifier", "xgb"], "unknown classifier 'xgb'; choose from svm, fast_svm, linear_svm, rf, dt, knn"),
+        (["--classifier", "xgb"], "unknown classifier 'xgb'; choose from svm, linear_svm, rf, dt, knn, ls_svm"),
         (["--features", "hog+sift"], "unknown feature 'sift'; choose from hog, lbp, landmarks"),
         (["--param", "C"], "'C' is not KEY=VALUE"),
     ):

@@ -113,7 +113,7 @@ def test_loading_a_model_from_an_incompatible_version(faces, tmp_path):
 
 
 def test_classifier_registry_errors():
-    with pytest.raises(ValueError, match=r"unknown classifier 'xgb'; choose from svm, fast_svm, linear_svm, rf, dt, knn"):
+    with pytest.raises(ValueError, match=r"unknown classifier 'xgb'; choose from svm, linear_svm, rf, dt, knn, ls_svm"):
         check_classifier_name("xgb")
     with pytest.raises(ValueError, match=r"'knn' does not support class_weight"):
         make_classifier("knn", {"class_weight": "balanced"})
