@@ -222,6 +222,18 @@ def _files_key(root: Path, files: list, stats: list, extra: str) -> str:
     return digest.hexdigest()[:20]
 
 
+def _decode_cached(root: Path, files: list, stats: list, extra: str, cache_dir):
+    """The content key of ``files`` and their decoded faces, from the cache when it holds them."""
+    key = _files_key(root, files, stats, extra)
+    path = _cache_path(cache_dir, key)
+    cached = _cache_load(path)
+    if cached is not None:
+        return key, cached["X"]
+    X = _decode_all(files)
+    _cache_save(path, X=X)
+    return key, X
+
+
 # --------------------------------------------------------------------------- splitting
 
 
@@ -321,13 +333,7 @@ def load_fer2013_folders(path, *, cache_dir=None, seed: int = 0) -> Dataset:
 
     usage = np.array([_usage_of(os.path.basename(p)) or "" for p in files])
     canonical = bool(np.all(usage != ""))
-    key = _files_key(root, files, stats, f"fer2013-folders-seed{seed}")
-    cached = _cache_load(_cache_path(cache_dir, key))
-    if cached is not None:
-        X = cached["X"]
-    else:
-        X = _decode_all(files)
-        _cache_save(_cache_path(cache_dir, key), X=X)
+    key, X = _decode_cached(root, files, stats, f"fer2013-folders-seed{seed}", cache_dir)
     y = np.asarray(labels, dtype=np.int64)
 
     if canonical:
@@ -471,13 +477,7 @@ def load_class_folders(path, *, classes=None, cache_dir=None, seed: int = 0, fra
         labels.extend([label] * len(images))
     if not files:
         raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-    key = _files_key(root, files, stats, f"class-folders-{','.join(classes)}")
-    cached = _cache_load(_cache_path(cache_dir, key))
-    if cached is not None:
-        X = cached["X"]
-    else:
-        X = _decode_all(files)
-        _cache_save(_cache_path(cache_dir, key), X=X)
+    key, X = _decode_cached(root, files, stats, f"class-folders-{','.join(classes)}", cache_dir)
     y = np.asarray(labels, dtype=np.int64)
     idx = stratified_split(y, fractions, seed=seed)
     train, val, test = (Split(n, X[i], y[i]) for n, i in zip(("train", "validation", "test"), idx))
