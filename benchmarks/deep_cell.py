@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import RECORD_SCHEMA_VERSION, machine_info, time_prediction, write_cell_outputs
+from .harness import cell_record, time_prediction, write_cell_outputs
 from .metrics import classification_metrics
 
 
@@ -141,13 +141,7 @@ def run_deep_cell(
 
     params = {"arch": arch, "arch_params": model.arch_params, "epochs": epochs, "batch_size": batch_size,
               "tta": tta, **model.training_params_}
-    record = {
-        "schema_version": RECORD_SCHEMA_VERSION,
-        "cell": name,
-        "family": "deep",
-        "dataset": dataset.name,
-        "dataset_key": dataset.content_key,
-        "split": {"train": train.name, "validation": val.name, "test": test.name, "method": dataset.split_method},
+    record = cell_record(dataset, name, "deep", started, library_versions(), {
         "features": "pixels",  # a CNN learns its own features from the raw 48x48 pixels
         "feature_params": {},
         "n_features": int(np.prod(X_train.shape[1:])),
@@ -178,13 +172,7 @@ def run_deep_cell(
         "history": history,
         "curves_png": model.curves_png_,
         "backend": keras.backend.backend(),
-        "status": "ok",
-        "error": None,
-        "started": started.isoformat(timespec="seconds"),
-        "wall_seconds": None,
-        "machine": machine_info(),
-        "versions": library_versions(),
-    }
+    })
     model.metadata = {
         "dataset": dataset.name,
         "dataset_key": dataset.content_key,

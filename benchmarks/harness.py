@@ -243,13 +243,7 @@ def run_classic_cell(
     scores = classification_metrics(test.y, predicted, classes)
     timing = time_prediction(model, test.X)
 
-    record = {
-        "schema_version": RECORD_SCHEMA_VERSION,
-        "cell": name,
-        "family": "classic",
-        "dataset": dataset.name,
-        "dataset_key": dataset.content_key,
-        "split": {"train": train.name, "validation": val.name, "test": test.name, "method": dataset.split_method},
+    record = cell_record(dataset, name, "classic", started, library_versions(), {
         "features": "+".join(parse_feature_spec(features)),
         "feature_params": feature_params,
         "n_features": int(F_train.shape[1]),
@@ -267,13 +261,7 @@ def run_classic_cell(
         "selection_seconds": float(sum(s["fit_seconds"] for s in selection)),
         "extract_seconds": extract_seconds,
         **timing,
-        "status": "ok",
-        "error": None,
-        "started": started.isoformat(timespec="seconds"),
-        "wall_seconds": None,
-        "machine": machine_info(),
-        "versions": library_versions(),
-    }
+    })
     model.metadata = {
         "dataset": dataset.name,
         "dataset_key": dataset.content_key,
@@ -286,6 +274,29 @@ def run_classic_cell(
         "trained": started.isoformat(timespec="seconds"),
     }
     return write_cell_outputs(out_dir, record, model, ".joblib", test.y, predicted, probabilities, wall_start)
+
+
+def cell_record(dataset, name: str, family: str, started, versions: dict, fields: dict) -> dict:
+    """A finished cell's record: the fields every cell shares around the family's own ``fields``.
+
+    ``wall_seconds`` is filled in by :func:`write_cell_outputs`.
+    """
+    return {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "cell": name,
+        "family": family,
+        "dataset": dataset.name,
+        "dataset_key": dataset.content_key,
+        "split": {"train": dataset.train.name, "validation": dataset.val.name, "test": dataset.test.name,
+                  "method": dataset.split_method},
+        **fields,
+        "status": "ok",
+        "error": None,
+        "started": started.isoformat(timespec="seconds"),
+        "wall_seconds": None,
+        "machine": machine_info(),
+        "versions": versions,
+    }
 
 
 def write_cell_outputs(out_dir, record, model, model_suffix, y_true, y_pred, proba, wall_start) -> dict:
