@@ -9,6 +9,10 @@ For a saved classical model (and a CNN, if one is given and Keras is installed):
   (the portraits shipped with scikit-image and matplotlib, and FER-2013 faces
   enlarged, when the data is there), for each detector (``haar``, ``dlib-hog``,
   ``dlib-cnn``), the whole pipeline: detection, 5-point alignment, crop, model;
+- **video**: frames per second on a 10-second 640x480 video of two real faces
+  moving (in memory), with the whole frame searched every N-th frame
+  (``--redetect``, default 1, 5 and 10) and the faces followed in between
+  (:class:`fer_classic.faces.FaceTracker`);
 - **reference**: if the ``fer`` package is importable, its emotion model on the
   same 48x48 faces and its whole pipeline (Haar detector + its CNN) on the same
   frames, in the same run;
@@ -190,7 +194,7 @@ def time_pipeline(model, frames, detector: str, *, min_face: int = 48) -> dict:
             "faces_found": faces_found, "faces_placed": faces_placed}
 
 
-def fer_reference(faces, frames, *, batch: int = 500, singles: int = 100) -> dict:
+def fer_reference(faces, frames, *, batch: int = 500, singles: int = 100, video_frames=None) -> dict:
     """Time the ``fer`` package (its default: Haar detector + its TFLite emotion CNN); ``{"error": ...}`` if absent."""
     import importlib.util
 
@@ -228,24 +232,33 @@ def fer_reference(faces, frames, *, batch: int = 500, singles: int = 100) -> dic
         start = time.perf_counter()
         out = detector.detect_emotions(mosaic, face_rectangles=boxes)
         batched = (time.perf_counter() - start) / len(chunk)
-        detector.detect_emotions(frames[0][0])
-        found = 0
-        start = time.perf_counter()
-        for frame, _ in frames:
-            found += len(detector.detect_emotions(frame))
-        seconds = time.perf_counter() - start
+        on_frames = _fer_frames(detector, frames)
+        on_video = _fer_frames(detector, [(frame, len(portraits()[:2])) for frame in video_frames or []])
     import importlib.metadata as md
 
     return {"version": md.version("fer"), "ms_single": 1000 * float(np.median(times)), "ms_batched": 1000 * batched,
-            "n_batched": len(out), "fps": len(frames) / seconds, "ms_per_frame": 1000 * seconds / len(frames),
+            "n_batched": len(out), **on_frames, "video": on_video}
+
+
+def _fer_frames(detector, frames) -> dict | None:
+    """fer's whole pipeline on ``[(frame, faces placed), ...]``: fps and faces found."""
+    if not frames:
+        return None
+    detector.detect_emotions(frames[0][0])
+    found = 0
+    start = time.perf_counter()
+    for frame, _ in frames:
+        found += len(detector.detect_emotions(frame))
+    seconds = time.perf_counter() - start
+    return {"fps": len(frames) / seconds, "ms_per_frame": 1000 * seconds / len(frames), "frames": len(frames),
             "faces_found": found, "faces_placed": sum(p for _, p in frames)}
 
 
 # --------------------------------------------------------------------------- video check
 
 
-def write_moving_faces_video(path, *, seconds: float = 10.0, fps: float = 10.0) -> int:
-    """A 640x480 mp4v video: the two portraits' faces gliding across a gray background. Returns frames written."""
+def moving_faces_frames(*, seconds: float = 10.0, fps: float = 10.0) -> list:
+    """640x480 BGR frames of the two portraits' faces gliding across a gray background."""
     import cv2
 
     photos = portraits()
@@ -253,8 +266,8 @@ def write_moving_faces_video(path, *, seconds: float = 10.0, fps: float = 10.0) 
     if len(photos) > 1:
         cuts.append(cv2.resize(photos[1][1][60:420, 100:440], (180, 190), interpolation=cv2.INTER_AREA))
     width, height = FRAME_SIZE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, FRAME_SIZE)
     n = int(round(seconds * fps))
+    frames = []
     for i in range(n):
         frame = np.full((height, width, 3), 140, np.uint8)
         t = i / max(n - 1, 1)
@@ -263,9 +276,42 @@ def write_moving_faces_video(path, *, seconds: float = 10.0, fps: float = 10.0) 
         if len(cuts) > 1:
             x1 = int(width - 200 - t * (width / 2 - 220))
             frame[270 : 270 + cuts[1].shape[0], x1 : x1 + cuts[1].shape[1]] = cuts[1]
+        frames.append(frame)
+    return frames
+
+
+def write_moving_faces_video(path, *, seconds: float = 10.0, fps: float = 10.0) -> int:
+    """:func:`moving_faces_frames` written as an mp4v video. Returns frames written."""
+    import cv2
+
+    frames = moving_faces_frames(seconds=seconds, fps=fps)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, FRAME_SIZE)
+    for frame in frames:
         writer.write(frame)
     writer.release()
-    return n
+    return len(frames)
+
+
+def time_tracking(model, frames, detector: str, redetect: int, *, min_face: int = 48) -> dict:
+    """Frames per second of the video pipeline with :class:`FaceTracker` (full search every ``redetect`` frames)."""
+    from fer_classic.faces import FaceTracker
+
+    faces_placed = len(portraits()[:2])
+    with one_thread():
+        FaceTracker(detector, min_face=min_face).find(frames[0])  # warm-up: loads the detector
+        tracker = FaceTracker(detector, redetect=redetect, min_face=min_face)
+        counts = []
+        start = time.perf_counter()
+        for frame in frames:
+            found = tracker.find(frame)
+            if found:
+                model.predict_proba(np.stack([f.crop for f in found]))
+            counts.append(len(found))
+        seconds = time.perf_counter() - start
+    return {"fps": len(frames) / seconds, "ms_per_frame": 1000 * seconds / len(frames), "frames": len(frames),
+            "redetect": redetect, "full_searches": tracker.full_searches, "faces_found": sum(counts),
+            "faces_placed": faces_placed * len(frames),
+            "frames_with_all_faces": sum(c == faces_placed for c in counts)}
 
 
 def video_check(model, *, detector: str = "dlib-hog", every: int = 1, out_dir=None) -> dict:
@@ -322,6 +368,13 @@ def format_table(results: dict) -> str:
         else:
             lines.append(f"  {name:<44} {row['fps']:>7.2f} {row['ms_per_frame']:>9.1f} "
                          f"{row['faces_found']:>10}/{row['faces_placed']:<8}")
+    if results.get("tracking"):
+        lines += ["", f"video ({results['video_frames']} frames of 640x480, two faces moving; detection + "
+                      "alignment + model, one thread; full search every N frames, faces followed in between)",
+                  f"  {'pipeline':<44} {'fps':>7} {'ms/frame':>9} {'faces found/placed':>19}"]
+        for name, row in results["tracking"].items():
+            lines.append(f"  {name:<44} {row['fps']:>7.2f} {row['ms_per_frame']:>9.1f} "
+                         f"{row['faces_found']:>10}/{row['faces_placed']:<8}")
     if results.get("video_check"):
         v = results["video_check"]
         lines += ["", f"video check: {v['frames_written']} frames written, {v['frames_processed']} processed, "
@@ -343,6 +396,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cnn-frames", type=int, default=3, help="frames for dlib-cnn (slow on a CPU)")
     parser.add_argument("--min-face", type=int, default=None, help="smallest face in pixels [default: predict's]")
     parser.add_argument("--detectors", default="haar,dlib-hog,dlib-cnn", help="comma-separated detectors")
+    parser.add_argument("--redetect", default="1,5,10",
+                        help="full-search intervals timed on the moving-faces video (comma-separated; '' skips)")
     parser.add_argument("--no-fer", action="store_true", help="skip the fer package even if installed")
     parser.add_argument("--video-check", action="store_true", help="also run the 10-second video check")
     parser.add_argument("--video-dir", default=None, help="where the video check writes its videos")
@@ -374,11 +429,22 @@ def main(argv=None) -> int:
     for detector in [d.strip() for d in args.detectors.split(",") if d.strip()]:
         subset = frames[: args.cnn_frames] if detector == "dlib-cnn" else frames
         results["per_frame"][f"{detector} + classic"] = time_pipeline(model, subset, detector, min_face=min_face)
+    intervals = [int(r) for r in args.redetect.split(",") if r.strip()]
+    video_frames = moving_faces_frames() if intervals else None
+    if intervals:
+        results["video_frames"] = len(video_frames)
+        results["tracking"] = {}
+        for detector in [d.strip() for d in args.detectors.split(",") if d.strip() and d.strip() != "dlib-cnn"]:
+            for redetect in intervals:
+                results["tracking"][f"{detector} + classic, full search every {redetect}"] = time_tracking(
+                    model, video_frames, detector, redetect, min_face=min_face)
     if not args.no_fer:
-        reference = fer_reference(faces, frames, batch=args.faces, singles=args.singles)
+        reference = fer_reference(faces, frames, batch=args.faces, singles=args.singles, video_frames=video_frames)
         if "error" not in reference:
             results["per_face"][f"fer {reference['version']} emotion CNN (TFLite, 64x64)"] = reference
             results["per_frame"][f"fer {reference['version']} (Haar + its CNN)"] = reference
+            if reference["video"]:
+                results["tracking"][f"fer {reference['version']} (Haar + its CNN, every frame)"] = reference["video"]
         else:
             results["fer"] = reference
     if args.video_check:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_classic.faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, find_faces_many, get_detector
+from fer_classic.faces import (DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, FaceTracker, find_faces_many,
+                                get_detector)
 
 from .metrics import VALENCE_GROUPS
 
@@ -68,6 +69,11 @@ class PredictOptions:
         Video frames searched and classified together.
     max_frames : int or None
         Stop a video or the camera after this many frames read.
+    redetect : int
+        In videos and the camera, search the whole frame every ``redetect``-th
+        processed frame and in between follow each face in a window around
+        its last box (:class:`fer_classic.faces.FaceTracker`); 1 searches
+        every processed frame in full.
     max_pixels : int
         Photos with more pixels are refused.
     """
@@ -78,6 +84,7 @@ class PredictOptions:
     every: int = 1
     batch_size: int = 16
     max_frames: int | None = None
+    redetect: int = 1
     max_pixels: int = MAX_IMAGE_PIXELS
 
 
@@ -174,9 +181,16 @@ def classify_faces(model, faces_per_image, sources, *, shapes=None, frames=None,
     return out
 
 
-def _classify_images(model, images, sources, options, *, frames=None, seconds=None) -> list:
-    """Find, align and classify the faces of several images; one list of records per image."""
-    found = find_faces_many(images, detector=options.detector, min_face=options.min_face, max_side=options.max_side)
+def _classify_images(model, images, sources, options, *, frames=None, seconds=None, tracker=None) -> list:
+    """Find, align and classify the faces of several images; one list of records per image.
+
+    With a ``tracker`` (consecutive video frames), faces are found by it, in order.
+    """
+    if tracker is not None:
+        found = tracker.find_many(images)
+    else:
+        found = find_faces_many(images, detector=options.detector, min_face=options.min_face,
+                                max_side=options.max_side)
     return classify_faces(model, found, sources, shapes=[image.shape for image in images], frames=frames,
                           seconds=seconds, options=options)
 
@@ -377,6 +391,10 @@ def predict_frames(model, frames, *, source: str, fps: float | None, options: Pr
     pending, pending_frames = [], []  # (index, image) to process; every frame since the last flush
     noted = False
     start = time.monotonic()
+    tracker = None
+    if options.redetect > 1:
+        tracker = FaceTracker(options.detector, redetect=options.redetect, min_face=options.min_face,
+                              max_side=options.max_side)
 
     def flush():
         nonlocal writer, shown
@@ -386,7 +404,7 @@ def predict_frames(model, frames, *, source: str, fps: float | None, options: Pr
         if pending:
             indices, images, stamps = zip(*pending)
             records = _classify_images(model, list(images), [source] * len(images), options,
-                                       frames=list(indices), seconds=list(stamps))
+                                       frames=list(indices), seconds=list(stamps), tracker=tracker)
             out = records
             by_index = dict(zip(indices, records))
         else:

@@ -399,3 +399,25 @@ main()
     [record] = records_of(done.stdout)
     assert near(record["box"], ASTRONAUT_CENTRE)
     assert json.loads(report.read_text()) == []
+
+
+def test_video_with_redetect_follows_the_face_between_full_searches(model_path, video):
+    path, lefts = video
+    full = records_of(run_predict(model_path, path, "--detector", "haar").stdout)
+    result = run_predict(model_path, path, "--detector", "haar", "--redetect", 5, "--batch", 3)
+    assert result.exit_code == 0, result.output
+    tracked = records_of(result.stdout)
+    assert [r["frame"] for r in tracked] == list(range(20))
+    assert all(r["face"] == 0 for r in tracked)
+    for record, left in zip(tracked, lefts):
+        assert near(record["box"], (left + 102 * 0.8, 40 + 90 * 0.8), 15)
+    # The frames searched in full are the same as without --redetect.
+    for frame in (0, 5, 10, 15):
+        assert tracked[frame]["box"] == full[frame]["box"]
+        assert tracked[frame]["label"] == full[frame]["label"]
+
+
+def test_redetect_must_be_positive(model_path, video):
+    result = run_predict(model_path, video[0], "--redetect", 0)
+    assert result.exit_code == 1  # usage errors: one line, exit 1
+    assert "--redetect" in result.stderr and result.stderr.count("\n") == 1

@@ -236,3 +236,56 @@ def test_faces_module_does_not_import_keras_or_tensorflow():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def gliding_frames(n=12, step=6):
+    """640x480 frames of the astronaut's face moving right ``step`` pixels a frame; one empty frame first."""
+    cut = cv2.resize(astronaut()[20:240, 110:330], (170, 170), interpolation=cv2.INTER_AREA)
+    frames = [np.full((480, 640, 3), 140, np.uint8)]
+    for i in range(n):
+        frame = np.full((480, 640, 3), 140, np.uint8)
+        frame[60:230, 40 + step * i : 210 + step * i] = cut
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("name", ["haar", "dlib-hog"])
+def test_tracker_follows_a_moving_face_between_full_searches(name):
+    frames = gliding_frames()
+    tracker = F.FaceTracker(name, redetect=4)
+    found = tracker.find_many(frames)
+    assert found[0] == []  # the empty frame: searched in full, nothing there
+    full = F.find_faces_many(frames, detector=name)
+    for i, (faces, reference) in enumerate(zip(found[1:], full[1:])):
+        assert len(faces) == 1 and len(reference) == 1, i
+        box, expected = faces[0].box, reference[0].box
+        # Same face, in the same place as the full search puts it.
+        assert F._overlap(box, expected) > 0.6, (i, box, expected)
+        assert faces[0].crop.shape == (48, 48)
+    # The empty frame, then the face's first frame (nothing to follow), then every 4th.
+    assert tracker.full_searches == 4
+    assert [f[0].box for f in found[1:2]] == [f[0].box for f in full[1:2]]
+
+
+def test_tracker_with_redetect_1_is_the_full_search():
+    frames = gliding_frames(4)
+    tracker = F.FaceTracker("haar")
+    found = tracker.find_many(frames)
+    assert tracker.full_searches == len(frames)
+    assert [[face.box for face in faces] for faces in found] == \
+        [[face.box for face in faces] for faces in F.find_faces_many(frames, detector="haar")]
+
+
+def test_tracker_drops_a_face_that_leaves_and_finds_it_at_the_next_full_search():
+    frames = gliding_frames(3)
+    empty = frames[0]
+    tracker = F.FaceTracker("haar", redetect=10)
+    assert len(tracker.find(frames[1])) == 1
+    assert tracker.find(empty) == []  # lost in its window: dropped, not invented
+    assert len(tracker.find(frames[2])) == 1  # nothing to follow: the whole frame is searched
+    assert tracker.full_searches == 2
+
+
+def test_tracker_rejects_redetect_below_1():
+    with pytest.raises(ValueError, match="redetect=0"):
+        F.FaceTracker("haar", redetect=0)
