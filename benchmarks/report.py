@@ -492,6 +492,7 @@ def plot_accuracy_cost(models: list) -> bytes | None:
     axes = figure.add_subplot()
     points = [(m.cost("predict_ms_per_face"), 100 * m.accuracy) for m in usable]
     front = pareto_front(points)
+    low, high = math.log10(min(x for x, _ in points)), math.log10(max(x for x, _ in points))
     for index, (m, (x, y)) in enumerate(zip(usable, points)):
         interval = (m.metrics.get("ci") or {}).get("accuracy")
         error = [[y - 100 * interval[0]], [100 * interval[1] - y]] if interval else None
@@ -502,8 +503,10 @@ def plot_accuracy_cost(models: list) -> bytes | None:
             style = {"fmt": "*", "color": FAMILY_COLOURS["deep"], "ms": 11}
         axes.errorbar([x], [y], yerr=error, capsize=2, lw=0.7, alpha=0.9, **style)
         if m.family != "classic" or index in front:
-            axes.annotate(m.name, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7,
-                          color=style["color"])
+            # Labels of the costlier half point left, so they stay inside the axes and off the legend.
+            right = high > low and (math.log10(x) - low) / (high - low) > 0.5
+            axes.annotate(m.name, (x, y), xytext=(-6 if right else 5, 4), textcoords="offset points", fontsize=7,
+                          color=style["color"], ha="right" if right else "left")
     axes.set_xscale("log")
     # plain numbers (0.5, 2, 10) read faster than 5x10^-1 on a cost axis
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
