@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import cell_record, time_prediction, write_cell_outputs
+from .harness import cell_record, time_prediction_isolated, write_cell_outputs
 from .metrics import classification_metrics
 
 
@@ -136,7 +136,7 @@ def run_deep_cell(
     probabilities = model.predict_proba(test.X)
     predicted = np.argmax(probabilities, axis=1)
     scores = classification_metrics(test.y, predicted, classes)
-    timing = time_prediction(model, test.X)
+    timing = time_prediction_isolated(model, test.X)
     log(f"{name}: {test.name} accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f}")
 
     params = {"arch": arch, "arch_params": model.arch_params, "epochs": epochs, "batch_size": batch_size,

@@ -171,6 +171,61 @@ def time_prediction(model, X: np.ndarray, *, batch: int = 500, singles: int = 50
     return {"predict_ms_per_face": batched, "predict_ms_single": float(np.median(times))}
 
 
+ONE_THREAD_ENVIRONMENT = {
+    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+}
+"""Environment that starts BLAS, TensorFlow and (with :data:`XLA_ONE_THREAD`) JAX on one thread."""
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def time_prediction_isolated(model, X: np.ndarray, *, batch: int = 500, singles: int = 50,
+                             timeout: float = 900) -> dict:
+    """:func:`time_prediction` of a saved copy of ``model`` in a fresh one-thread process.
+
+    A deep-learning backend sizes its thread pools when it starts, and the one
+    that trained a CNN in this process cannot be held to one thread afterwards
+    (``threadpool_limits`` reaches BLAS and OpenMP only): timed here, the CNN
+    would use every core while the classical models use one.  A fresh process
+    started with :data:`ONE_THREAD_ENVIRONMENT` times it on equal terms.  If
+    that process fails, the in-process figure is returned, marked
+    ``predict_threads: "not limited"``.
+    """
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix="fer-bench-timing-") as scratch:
+        model_path = model.save(Path(scratch) / ("model.zip" if getattr(model, "family", "") == "deep"
+                                                 else "model.joblib"))
+        faces_path = Path(scratch) / "faces.npy"
+        np.save(faces_path, np.asarray(X[: max(batch, singles)]))
+        environment = {**os.environ, **ONE_THREAD_ENVIRONMENT}
+        environment["XLA_FLAGS"] = f"{environment.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}".strip()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.harness", "time", str(model_path), str(faces_path),
+                 str(batch), str(singles)],
+                env=environment, capture_output=True, text=True, timeout=timeout,
+            )
+            if done.returncode == 0:
+                return {**json.loads(done.stdout.strip().splitlines()[-1]), "predict_threads": "one, own process"}
+            failure = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        except (subprocess.TimeoutExpired, OSError, ValueError) as error:
+            failure = f"{type(error).__name__}: {error}"
+    timing = time_prediction(model, X, batch=batch, singles=singles)
+    return {**timing, "predict_threads": "not limited", "predict_timing_error": failure}
+
+
+def _timing_main(argv) -> int:
+    """``python -m benchmarks.harness time MODEL FACES.npy BATCH SINGLES``: print the timing as one JSON line."""
+    from .models import load_model
+
+    model_path, faces_path, batch, singles = argv
+    model = load_model(model_path)
+    print(json.dumps(time_prediction(model, np.load(faces_path), batch=int(batch), singles=int(singles))))
+    return 0
+
+
 # --------------------------------------------------------------------------- one cell
 
 
@@ -347,3 +402,11 @@ def error_record(name: str, family: str, exc: BaseException, **fields) -> dict:
         "machine": machine_info(),
         "versions": library_versions(),
     }
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 6 or sys.argv[1] != "time":
+        sys.exit("usage: python -m benchmarks.harness time MODEL FACES.npy BATCH SINGLES")
+    sys.exit(_timing_main(sys.argv[2:]))

@@ -47,6 +47,9 @@ def test_deep_cell_writes_the_classic_record_format_and_resumes(dataset, tmp_pat
     assert record["train_params"]["patience"] == 3
     assert record["backend"] == keras.backend.backend()
     assert record["status"] == "ok" and record["error"] is None
+    # Timed like the classical cells: one thread, in a fresh process (the training one cannot be limited).
+    assert record["predict_threads"] == "one, own process"
+    assert record["predict_ms_per_face"] > 0 and record["predict_ms_single"] > 0
     assert json.loads((tmp_path / "records" / "cnn-seed.json").read_text())["accuracy"] == record["accuracy"]
     predictions = load_predictions(record["predictions_path"])
     assert np.mean(predictions["y_pred"] == predictions["y_true"]) == pytest.approx(record["accuracy"])
