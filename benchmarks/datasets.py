@@ -215,22 +215,40 @@ def _cache_save(path: Path | None, **arrays) -> None:
 
 
 def _files_key(root: Path, files: list, stats: list, extra: str) -> str:
-    """Hash of relative file names, sizes and mtimes: changes when any file does."""
+    """Hash of relative file names, sizes and mtimes: changes when any file does (the cache's key)."""
     digest = hashlib.sha256(extra.encode())
     skip = len(str(root)) + 1
     digest.update("".join(f"{path[skip:]}\0{size}\0{mtime}\n" for path, (size, mtime) in zip(files, stats)).encode())
     return digest.hexdigest()[:20]
 
 
+def _content_key(root: Path, files: list, X: np.ndarray, extra: str) -> str:
+    """Hash of relative file names (which carry class and usage) and decoded pixels.
+
+    Unlike the cache key it ignores modification times, so the same images
+    copied anew (a fresh checkout, another machine) keep the key that records
+    and finished sweep cells are matched on.
+    """
+    digest = hashlib.sha256(extra.encode())
+    skip = len(str(root)) + 1
+    digest.update("\n".join(path[skip:].replace(os.sep, "/") for path in files).encode())
+    digest.update(np.ascontiguousarray(X, dtype=np.uint8).tobytes())
+    return digest.hexdigest()[:20]
+
+
 def _decode_cached(root: Path, files: list, stats: list, extra: str, cache_dir):
     """The content key of ``files`` and their decoded faces, from the cache when it holds them."""
-    key = _files_key(root, files, stats, extra)
-    path = _cache_path(cache_dir, key)
+    path = _cache_path(cache_dir, _files_key(root, files, stats, extra))
     cached = _cache_load(path)
     if cached is not None:
+        if "content_key" in cached:
+            return str(cached["content_key"]), cached["X"]
+        key = _content_key(root, files, cached["X"], extra)  # a cache file from before content keys
+        _cache_save(path, X=cached["X"], content_key=np.array(key))
         return key, cached["X"]
     X = _decode_all(files)
-    _cache_save(path, X=X)
+    key = _content_key(root, files, X, extra)
+    _cache_save(path, X=X, content_key=np.array(key))
     return key, X
 
 

@@ -207,3 +207,37 @@ def test_non_csv_file_is_refused(tmp_path):
     path.write_bytes(b"PK")
     with pytest.raises(DatasetError, match="not a CSV"):
         load_dataset(path)
+
+
+def test_content_key_survives_a_fresh_copy_and_follows_the_pixels(kaggle_dir, tmp_path):
+    import shutil
+
+    original = load_fer2013_folders(kaggle_dir, cache_dir=tmp_path / "cache")
+    # The same images copied anew (new modification times, another folder): same key, cached or not.
+    copy = tmp_path / "copy"
+    shutil.copytree(kaggle_dir, copy)
+    for path in copy.rglob("*.jpg"):
+        os.utime(path, ns=(10**18, 10**18))
+    assert load_fer2013_folders(copy, cache_dir=False).content_key == original.content_key
+    assert load_fer2013_folders(copy, cache_dir=tmp_path / "cache").content_key == original.content_key
+    assert load_fer2013_folders(kaggle_dir, cache_dir=tmp_path / "cache").content_key == original.content_key
+    # Other pixels, or a face moved to another class: another key.
+    target = next((copy / "train" / "happy").iterdir())
+    cv2.imwrite(str(target), np.full((48, 48), 7, np.uint8))
+    assert load_fer2013_folders(copy, cache_dir=False).content_key != original.content_key
+    moved = tmp_path / "moved"
+    shutil.copytree(kaggle_dir, moved)
+    source = next((moved / "train" / "happy").iterdir())
+    source.rename(moved / "train" / "sad" / source.name)
+    assert load_fer2013_folders(moved, cache_dir=False).content_key != original.content_key
+
+
+def test_cache_files_from_before_content_keys_are_keyed_by_content(kaggle_dir, tmp_path):
+    cache = tmp_path / "cache"
+    fresh = load_fer2013_folders(kaggle_dir, cache_dir=cache)
+    (path,) = cache.glob("arrays-*.npz")
+    with np.load(path) as archive:
+        np.savez(path, X=archive["X"])  # as the cache was written before
+    assert load_fer2013_folders(kaggle_dir, cache_dir=cache).content_key == fresh.content_key
+    with np.load(path) as archive:
+        assert str(archive["content_key"]) == fresh.content_key
