@@ -21,7 +21,7 @@ ARCHITECTURE_NAMES = {
 }
 """Architecture name -> one-line description; the keys equal :data:`fer_deep.architectures.ARCHITECTURES`'s."""
 
-DEFAULT_EPOCHS = {"seed": 60, "vgg": 60, "mobilenet_v2": 40}
+DEFAULT_EPOCHS = {"seed": 50, "vgg": 60, "mobilenet_v2": 40}
 """Maximum training epochs per architecture (early stopping on validation usually ends sooner)."""
 
 DEEP_EXTRA_HINT = "pip install 'fer-bench[deep]'"

@@ -65,8 +65,12 @@ COMMON_DEFAULTS = {
 """Training parameters every architecture shares."""
 
 TRAINING_DEFAULTS = {
-    # Adam with reduce-on-plateau, as the tutorial network is usually trained.
-    "seed": {"optimizer": "adam", "learning_rate": 1e-3, "schedule": "plateau"},
+    # The tutorials' recipe (Adam at 1e-4, constant, batch 64) plus mirrored faces.  With
+    # COMMON_DEFAULTS' shifts, rotation, zoom and brightness and Adam at 1e-3 with
+    # reduce-on-plateau, this small, dropout-heavy net underfit: 56% training accuracy after
+    # 29 epochs, best PublicTest 57.5% at epoch 19, PrivateTest 58.4%, disgust recall 4%.
+    "seed": {"optimizer": "adam", "learning_rate": 1e-4, "schedule": "constant",
+             "shift": 0.0, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0},
     # SGD with Nesterov momentum, weight decay and cosine decay, as in
     # Pramerdorfer & Kampel (2016) and Khaireddin & Chen (2021) for VGG nets.
     "vgg": {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": True,
