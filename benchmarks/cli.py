@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -34,9 +36,22 @@ class UserError(click.ClickException):
         click.echo(f"fer-bench: error: {self.format_message()}", err=True)
 
 
+def _interrupt(signal_number, frame):
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def user_errors():
-    """Turn the errors a user can fix into one clear line and exit status 1."""
+    """Turn the errors a user can fix into one clear line and exit status 1.
+
+    SIGTERM (``kill PID``, a job scheduler stopping the run) is handled like
+    Ctrl-C: the interrupt unwinds through joblib, which then stops its worker
+    processes.  Left to SIGTERM's default, the main process died at once and
+    its workers went on fitting, orphaned, until they finished.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
     except USER_ERRORS as error:
@@ -44,6 +59,9 @@ def user_errors():
     except KeyboardInterrupt:
         click.echo("fer-bench: interrupted; finished cells are saved, rerun the same command to resume", err=True)
         sys.exit(130)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def parse_value(text: str):

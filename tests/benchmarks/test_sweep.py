@@ -291,3 +291,79 @@ def test_killed_sweep_resumes_with_only_the_interrupted_cell(tmp_path, signal_nu
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "calls.txt").read_text().split() == ["lbp__dt", "lbp__svm"]  # knn skipped, dt reruns
     assert "lbp__knn: finished earlier, skipped" in rerun.stderr
+
+
+TERM_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from joblib import Parallel, delayed
+from benchmarks import sweep
+from benchmarks.cli import cli
+
+out = Path(sys.argv[1])
+
+def work(index):
+    (out / f"worker-{index}.pid").write_text(str(os.getpid()))
+    time.sleep(300)  # the sweep is stopped while its workers fit
+
+def cell(dataset, features, classifier, out_dir, **settings):
+    Parallel(n_jobs=2, backend="loky")(delayed(work)(i) for i in range(2))
+
+sweep.run_classic_cell = cell
+cli(["run", "--features", "lbp", "--classifier", "dt", "--data", sys.argv[2], "--out", str(out),
+     "--cache-dir", sys.argv[3], "--no-report"], prog_name="fer-bench")
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_the_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
+    data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
+    out = tmp_path / "run"
+    out.mkdir()
+    script = tmp_path / "term_script.py"
+    script.write_text(TERM_SCRIPT)
+    command = [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(out.glob("worker-*.pid"))) < 2:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.05)
+        workers = [int(path.read_text()) for path in out.glob("worker-*.pid")]
+        assert all(_alive(pid) for pid in workers)
+        process.send_signal(signal.SIGTERM)
+        # Orphaned workers would hold the pipes open, so communicate() would time out.
+        _, stderr = process.communicate(timeout=60)
+    except BaseException:
+        for path in out.glob("worker-*.pid"):
+            if _alive(int(path.read_text())):
+                os.kill(int(path.read_text()), signal.SIGKILL)
+        raise
+    finally:
+        if process.poll() is None:
+            process.kill()
+    try:
+        assert process.returncode == 130
+        assert "interrupted; finished cells are saved" in stderr and "Traceback" not in stderr
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), "worker processes outlived the stopped sweep"
+    finally:  # on failure, leave no sleeping orphans behind
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
