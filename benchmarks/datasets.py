@@ -214,11 +214,17 @@ def _cache_save(path: Path | None, **arrays) -> None:
         pass  # a read-only cache location costs speed, not correctness
 
 
+def _relative_names(root: Path, files: list) -> list:
+    """``files`` (strings under ``root``) relative to it, with "/" separators."""
+    skip = len(str(root)) + 1
+    return [path[skip:].replace(os.sep, "/") for path in files]
+
+
 def _files_key(root: Path, files: list, stats: list, extra: str) -> str:
     """Hash of relative file names, sizes and mtimes: changes when any file does (the cache's key)."""
     digest = hashlib.sha256(extra.encode())
-    skip = len(str(root)) + 1
-    digest.update("".join(f"{path[skip:]}\0{size}\0{mtime}\n" for path, (size, mtime) in zip(files, stats)).encode())
+    names = _relative_names(root, files)
+    digest.update("".join(f"{name}\0{size}\0{mtime}\n" for name, (size, mtime) in zip(names, stats)).encode())
     return digest.hexdigest()[:20]
 
 
@@ -230,8 +236,7 @@ def _content_key(root: Path, files: list, X: np.ndarray, extra: str) -> str:
     and finished sweep cells are matched on.
     """
     digest = hashlib.sha256(extra.encode())
-    skip = len(str(root)) + 1
-    digest.update("\n".join(path[skip:].replace(os.sep, "/") for path in files).encode())
+    digest.update("\n".join(_relative_names(root, files)).encode())
     digest.update(np.ascontiguousarray(X, dtype=np.uint8).tobytes())
     return digest.hexdigest()[:20]
 
@@ -240,13 +245,10 @@ def _decode_cached(root: Path, files: list, stats: list, extra: str, cache_dir):
     """The content key of ``files`` and their decoded faces, from the cache when it holds them."""
     path = _cache_path(cache_dir, _files_key(root, files, stats, extra))
     cached = _cache_load(path)
-    if cached is not None:
-        if "content_key" in cached:
-            return str(cached["content_key"]), cached["X"]
-        key = _content_key(root, files, cached["X"], extra)  # a cache file from before content keys
-        _cache_save(path, X=cached["X"], content_key=np.array(key))
-        return key, cached["X"]
-    X = _decode_all(files)
+    if cached is not None and "content_key" in cached:
+        return str(cached["content_key"]), cached["X"]
+    # Not cached, or cached before content keys were stored: (decode and) key it, then save both.
+    X = cached["X"] if cached is not None else _decode_all(files)
     key = _content_key(root, files, X, extra)
     _cache_save(path, X=X, content_key=np.array(key))
     return key, X
