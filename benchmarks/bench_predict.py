@@ -233,7 +233,8 @@ def fer_reference(faces, frames, *, batch: int = 500, singles: int = 100, video_
         out = detector.detect_emotions(mosaic, face_rectangles=boxes)
         batched = (time.perf_counter() - start) / len(chunk)
         on_frames = _fer_frames(detector, frames)
-        on_video = _fer_frames(detector, [(frame, len(portraits()[:2])) for frame in video_frames or []])
+        placed = len(portraits()[:2])  # faces in every moving-faces frame
+        on_video = _fer_frames(detector, [(frame, placed) for frame in video_frames or []])
     import importlib.metadata as md
 
     return {"version": md.version("fer"), "ms_single": 1000 * float(np.median(times)), "ms_batched": 1000 * batched,
@@ -349,6 +350,14 @@ def video_check(model, *, detector: str = "dlib-hog", every: int = 1, out_dir=No
 # --------------------------------------------------------------------------- report
 
 
+def _frame_row(name: str, row: dict) -> str:
+    """One pipeline's line of a frames-per-second table."""
+    if "error" in row:
+        return f"  {name:<44} {row['error']}"
+    return (f"  {name:<44} {row['fps']:>7.2f} {row['ms_per_frame']:>9.1f} "
+            f"{row['faces_found']:>10}/{row['faces_placed']:<8}")
+
+
 def format_table(results: dict) -> str:
     """The figures as a plain text table."""
     lines = [f"per face (48x48, one thread; faces: {results['faces_source']})",
@@ -362,19 +371,12 @@ def format_table(results: dict) -> str:
         lines += ["", f"per frame (640x480, {results['frames']} frames of real faces, detection + alignment + "
                       f"model, one thread, min face {results['min_face']} px)",
                   f"  {'pipeline':<44} {'fps':>7} {'ms/frame':>9} {'faces found/placed':>19}"]
-    for name, row in results["per_frame"].items():
-        if "error" in row:
-            lines.append(f"  {name:<44} {row['error']}")
-        else:
-            lines.append(f"  {name:<44} {row['fps']:>7.2f} {row['ms_per_frame']:>9.1f} "
-                         f"{row['faces_found']:>10}/{row['faces_placed']:<8}")
+    lines += [_frame_row(name, row) for name, row in results["per_frame"].items()]
     if results.get("tracking"):
         lines += ["", f"video ({results['video_frames']} frames of 640x480, two faces moving; detection + "
                       "alignment + model, one thread; full search every N frames, faces followed in between)",
                   f"  {'pipeline':<44} {'fps':>7} {'ms/frame':>9} {'faces found/placed':>19}"]
-        for name, row in results["tracking"].items():
-            lines.append(f"  {name:<44} {row['fps']:>7.2f} {row['ms_per_frame']:>9.1f} "
-                         f"{row['faces_found']:>10}/{row['faces_placed']:<8}")
+        lines += [_frame_row(name, row) for name, row in results["tracking"].items()]
     if results.get("video_check"):
         v = results["video_check"]
         lines += ["", f"video check: {v['frames_written']} frames written, {v['frames_processed']} processed, "
