@@ -257,6 +257,21 @@ cli(["run", "--features", "lbp", "--classifier", "knn,dt,svm", "--data", sys.arg
 """
 
 
+def start_and_wait(command, env, ready, what: str, timeout: float = 60):
+    """Start ``command``; return the process once ``ready()`` holds (fail if it exits or times out first)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
 def test_killed_sweep_resumes_with_only_the_interrupted_cell(tmp_path, signal_number):
     data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
@@ -266,13 +281,8 @@ def test_killed_sweep_resumes_with_only_the_interrupted_cell(tmp_path, signal_nu
     script.write_text(KILL_SCRIPT)
     command = [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HANG_IN_DT": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_and_wait(command, env, (out / "dt-started").exists, "the sweep never reached the second cell")
     try:
-        deadline = time.monotonic() + 60
-        while not (out / "dt-started").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the sweep never reached the second cell"
-            time.sleep(0.05)
         process.send_signal(signal_number)
         _, stderr = process.communicate(timeout=30)
     finally:
@@ -335,14 +345,9 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
     script = tmp_path / "term_script.py"
     script.write_text(TERM_SCRIPT)
     command = [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = start_and_wait(command, {**os.environ, "PYTHONPATH": str(REPO)},
+                             lambda: len(list(out.glob("worker-*.pid"))) == 2, "the workers never started", timeout=90)
     try:
-        deadline = time.monotonic() + 90
-        while len(list(out.glob("worker-*.pid"))) < 2:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the workers never started"
-            time.sleep(0.05)
         workers = [int(path.read_text()) for path in out.glob("worker-*.pid")]
         assert all(_alive(pid) for pid in workers)
         process.send_signal(signal.SIGTERM)
