@@ -426,7 +426,8 @@ def train_group():
                    "[default: per architecture, see fer_deep.DEFAULT_EPOCHS].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size.")
 @click.option("--resume", is_flag=True,
-              help="Continue from the checkpoint of an interrupted run with the same settings (else start afresh).")
+              help="Continue from the checkpoint of an interrupted run with the same settings, or go on from a "
+                   "finished one given more --epochs (constant or plateau schedule); else start afresh.")
 @data_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/latest", show_default=True,
               help="Output folder: records/, models/, predictions/, curves/, checkpoints/.")

@@ -19,7 +19,8 @@ of the epoch that scored best on the validation split.
   history, early-stopping and plateau counters).  The state file is renamed
   into place last and names the files it belongs to, so an interrupted run
   resumes from the last finished epoch and loses at most the epoch in
-  progress.
+  progress.  With a constant or plateau schedule, a finished run asked for
+  more epochs goes on from its last one instead of starting over.
 
 Only ``keras`` and ``keras.ops`` are used, so training runs under any Keras
 backend.
@@ -82,6 +83,8 @@ TRAINING_DEFAULTS = {
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "plateau", "cosine")
+EPOCH_FREE_SCHEDULES = ("constant", "plateau")
+"""Schedules that do not depend on the epoch budget, so a finished run can be extended."""
 
 
 @dataclass
@@ -431,7 +434,8 @@ def train(
         Where each epoch's checkpoint is written.
     resume : bool
         Continue from the checkpoint in ``checkpoint_dir`` if it was written
-        with the same architecture, parameters and data; otherwise start afresh.
+        with the same architecture, parameters and data (or only a smaller
+        epoch budget, see :func:`extensible`); otherwise start afresh.
     curves_path : path, optional
         Where to write the training curves as PNG.
     verbose : "auto", 0, 1 or 2
@@ -466,14 +470,24 @@ def train(
     }, default=str))
 
     state = read_state(checkpoint_dir) if (checkpoint_dir is not None and resume) else None
+    extend = False
     if state is not None and state.get("fingerprint") != fingerprint:
-        log(f"checkpoint in {checkpoint_dir} was written with other settings or data; starting afresh")
-        state = None
+        extend = extensible(state, fingerprint)
+        if not extend:
+            log(f"checkpoint in {checkpoint_dir} was written with other settings or data; starting afresh")
+            state = None
     if state is not None:
         trainer = keras.models.load_model(checkpoint_dir / state["model_file"])
         net = trainer.get_layer(state["net_name"])
         resumed_from = state["epoch"]
-        if state["finished"]:
+        if extend and state["stopped_early"]:
+            log(f"{arch} stopped early after {resumed_from} epochs in {checkpoint_dir}, so a budget of {epochs} "
+                f"epochs changes nothing; reusing it")
+            state["fingerprint"] = fingerprint
+        elif extend:
+            log(f"extending {arch} from {resumed_from} to at most {epochs} epochs ({checkpoint_dir})")
+            state.update(fingerprint=fingerprint, finished=False)
+        elif state["finished"]:
             log(f"{arch} already trained in {checkpoint_dir} ({resumed_from} epochs); reusing it")
         else:
             log(f"resuming {arch} after epoch {resumed_from} of {epochs} ({checkpoint_dir})")
@@ -529,6 +543,25 @@ def train(
         params=params,
         fit_seconds=float(sum(state["history"].get("epoch_seconds", []))),
         curves_png=curves,
+    )
+
+
+def extensible(state: dict, fingerprint: dict) -> bool:
+    """Whether a checkpoint written with another epoch budget is the start of a run with this one.
+
+    Only the budget may differ, the learning-rate schedule must not depend on
+    it ("cosine" spreads its decay over all epochs, so a longer run is a
+    different run), and the checkpoint must not be past the new budget.  A run
+    that stopped early is then exactly what the new budget gives; one that ran
+    out of epochs goes on from its last epoch.
+    """
+    def without_budget(print_):
+        return {key: value for key, value in print_.items() if key != "epochs"}
+
+    return (
+        without_budget(state.get("fingerprint") or {}) == without_budget(fingerprint)
+        and fingerprint["params"]["schedule"] in EPOCH_FREE_SCHEDULES
+        and state.get("epoch", 0) <= fingerprint["epochs"]
     )
 
 

@@ -169,6 +169,50 @@ def test_checkpoint_of_other_settings_is_not_resumed(faces, interrupted, tmp_pat
     assert messages == [f"checkpoint in {tmp_path} was written with other settings or data; starting afresh"]
 
 
+def test_finished_training_asked_for_more_epochs_goes_on_from_its_last_epoch(faces, tmp_path):
+    (X, y), (X_val, y_val) = faces
+    settings = dict(validation=(X_val, y_val), batch_size=14, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    first = train("seed", X, y, epochs=1, **settings)
+    messages = []
+    step = RecordOptimizerStep()
+    longer = train("seed", X, y, epochs=2, log=messages.append, callbacks=[step], **settings)
+    assert messages == [f"extending seed from 1 to at most 2 epochs ({tmp_path})"]
+    assert longer.resumed_from == 1 and longer.epochs_run == 2
+    assert longer.history["loss"][0] == first.history["loss"][0]
+    assert step.iterations_at_start == 2  # the optimiser went on where epoch 1 left it
+    assert read_state(tmp_path)["fingerprint"]["epochs"] == 2
+
+    # Asked for fewer epochs than the checkpoint holds: that run cannot be recovered from it.
+    messages.clear()
+    shorter = train("seed", X, y, epochs=1, log=messages.append, **settings)
+    assert shorter.resumed_from == 0 and shorter.epochs_run == 1
+    assert messages == [f"checkpoint in {tmp_path} was written with other settings or data; starting afresh"]
+
+
+def test_a_cosine_schedule_is_not_extended_because_its_decay_spans_the_budget(faces, tmp_path):
+    (X, y), (X_val, y_val) = faces
+    settings = dict(validation=(X_val, y_val), batch_size=14, verbose=0, checkpoint_dir=tmp_path, resume=True,
+                    train_params={"schedule": "cosine"})
+    train("seed", X, y, epochs=1, **settings)
+    messages = []
+    result = train("seed", X, y, epochs=2, log=messages.append, **settings)
+    assert result.resumed_from == 0 and result.epochs_run == 2
+    assert messages == [f"checkpoint in {tmp_path} was written with other settings or data; starting afresh"]
+
+
+def test_a_run_that_stopped_early_is_reused_under_a_larger_budget(tmp_path):
+    X, y = synthetic_faces(14, seed=3)
+    settings = dict(validation=(X, y), batch_size=14, verbose=0, checkpoint_dir=tmp_path, resume=True,
+                    train_params={"learning_rate": 0.0, "patience": 2, "schedule": "constant"})
+    stopped = train("seed", X, y, epochs=5, **settings)
+    assert stopped.stopped_early and stopped.epochs_run == 3
+    messages = []
+    again = train("seed", X, y, epochs=20, log=messages.append, **settings)
+    assert again.epochs_run == 3 and again.resumed_from == 3 and again.best_epoch == 1
+    assert messages == [f"seed stopped early after 3 epochs in {tmp_path}, so a budget of 20 epochs changes "
+                        f"nothing; reusing it"]
+
+
 def test_early_stopping_keeps_the_best_epoch(tmp_path):
     # A learning rate of zero never improves validation accuracy after epoch 1.
     X, y = synthetic_faces(14, seed=3)
