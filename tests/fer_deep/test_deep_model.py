@@ -73,7 +73,7 @@ def test_fit_validates_faces_and_labels(model):
 
 
 def test_epochs_default_per_architecture():
-    assert DeepModel("seed").epochs == 50 and DeepModel("mobilenet_v2").epochs == 40
+    assert DeepModel("seed").epochs == 100 and DeepModel("mobilenet_v2").epochs == 40
     assert DeepModel("vgg", epochs=3).epochs == 3
 
 
