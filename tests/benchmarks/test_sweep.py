@@ -257,6 +257,16 @@ cli(["run", "--features", "lbp", "--classifier", "knn,dt,svm", "--data", sys.arg
 """
 
 
+def sweep_script_command(tmp_path, source):
+    """A one-face-per-class dataset, an empty run folder and the command that runs ``source`` on them."""
+    data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
+    out = tmp_path / "run"
+    out.mkdir()
+    script = tmp_path / "sweep_script.py"
+    script.write_text(source)
+    return out, [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
+
+
 def start_and_wait(command, env, ready, what: str, timeout: float = 60):
     """Start ``command``; return the process once ``ready()`` holds (fail if it exits or times out first)."""
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -274,12 +284,7 @@ def start_and_wait(command, env, ready, what: str, timeout: float = 60):
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
 def test_killed_sweep_resumes_with_only_the_interrupted_cell(tmp_path, signal_number):
-    data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
-    out = tmp_path / "run"
-    out.mkdir()
-    script = tmp_path / "sweep_script.py"
-    script.write_text(KILL_SCRIPT)
-    command = [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
+    out, command = sweep_script_command(tmp_path, KILL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HANG_IN_DT": "1"}
     process = start_and_wait(command, env, (out / "dt-started").exists, "the sweep never reached the second cell")
     try:
@@ -339,12 +344,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_the_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
-    data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
-    out = tmp_path / "run"
-    out.mkdir()
-    script = tmp_path / "term_script.py"
-    script.write_text(TERM_SCRIPT)
-    command = [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
+    out, command = sweep_script_command(tmp_path, TERM_SCRIPT)
     process = start_and_wait(command, {**os.environ, "PYTHONPATH": str(REPO)},
                              lambda: len(list(out.glob("worker-*.pid"))) == 2, "the workers never started", timeout=90)
     try:
