@@ -33,8 +33,8 @@ def main(argv=None):
     from joblib import cpu_count
     from threadpoolctl import threadpool_limits
 
-    from benchmarks.datasets import load_dataset
-    from benchmarks.harness import time_prediction
+    from fer_bench.data import load_dataset
+    from fer_bench.experiment.harness import time_prediction
     from fer_classic.features import make_features
     from fer_classic.model import ClassicModel
 

@@ -12,12 +12,12 @@ For a saved classical model (and a CNN, if one is given and Keras is installed):
 - **video**: frames per second on a 10-second 640x480 video of two real faces
   moving (in memory), with the whole frame searched every N-th frame
   (``--redetect``, default 1, 5 and 10) and the faces followed in between
-  (:class:`fer_classic.faces.FaceTracker`);
+  (:class:`fer_bench.faces.FaceTracker`);
 - **reference**: if the ``fer`` package is importable, its emotion model on the
   same 48x48 faces and its whole pipeline (Haar detector + its CNN) on the same
   frames, in the same run;
 - **video check** (``--video-check``): writes a 10-second 640x480 video of two
-  real faces moving, runs :func:`benchmarks.predict.predict_video` on it with
+  real faces moving, runs :func:`fer_bench.predict.predict_video` on it with
   annotation, and checks one record per face per processed frame and the
   annotated video's frame count.
 
@@ -114,14 +114,14 @@ def make_frames(n: int = 12, *, fer_faces=None, seed: int = 0) -> list:
 def load_faces(data_path, n: int, seed: int = 0):
     """``n`` FER-2013 PrivateTest faces if the dataset is at ``data_path``, else aligned crops of the portraits."""
     if data_path is not None and Path(data_path).exists():
-        from benchmarks.datasets import load_dataset
+        from fer_bench.data import load_dataset
 
         cache = os.environ.get("FER_BENCH_CACHE")
         dataset = load_dataset(data_path, cache_dir=cache) if cache else load_dataset(data_path)
         rng = np.random.default_rng(seed)
         X = dataset.test.X
         return X[rng.choice(len(X), min(n, len(X)), replace=False)], "FER-2013 PrivateTest"
-    from fer_classic.faces import find_faces
+    from fer_bench.faces import find_faces
 
     crops = [face.crop for _, photo in portraits() for face in find_faces(photo, min_face=80)]
     reps = int(np.ceil(n / max(len(crops), 1)))
@@ -175,7 +175,7 @@ def time_model_per_face(model, faces, *, batch: int = 500, singles: int = 100) -
 
 def time_pipeline(model, frames, detector: str, *, min_face: int = 48) -> dict:
     """Frames per second of detection + alignment + model on ``frames``, one frame at a time."""
-    from fer_classic.faces import find_faces
+    from fer_bench.faces import find_faces
 
     with one_thread():
         found = find_faces(frames[0][0], detector=detector, min_face=min_face)  # warm-up: loads the detector
@@ -295,7 +295,7 @@ def write_moving_faces_video(path, *, seconds: float = 10.0, fps: float = 10.0) 
 
 def time_tracking(model, frames, detector: str, redetect: int, *, min_face: int = 48) -> dict:
     """Frames per second of the video pipeline with :class:`FaceTracker` (full search every ``redetect`` frames)."""
-    from fer_classic.faces import FaceTracker
+    from fer_bench.faces import FaceTracker
 
     faces_placed = len(portraits()[:2])
     with one_thread():
@@ -319,7 +319,7 @@ def video_check(model, *, detector: str = "dlib-hog", every: int = 1, out_dir=No
     """Predict on the 10-second video with annotation; check the records and the annotated video."""
     import cv2
 
-    from benchmarks.predict import PredictOptions, predict_video
+    from fer_bench.predict import PredictOptions, predict_video
 
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="fer-bench-video-"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -406,8 +406,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
-    from benchmarks.models import load_model
-    from fer_classic.faces import DEFAULT_MIN_FACE
+    from fer_bench.models import load_model
+    from fer_bench.faces import DEFAULT_MIN_FACE
 
     min_face = args.min_face or DEFAULT_MIN_FACE
     model = load_model(args.model)

@@ -30,7 +30,7 @@ def fer2013_dir():
 
 @pytest.fixture(scope="session")
 def fer2013(fer2013_dir, tmp_path_factory):
-    from benchmarks.datasets import load_dataset
+    from fer_bench.data import load_dataset
 
     cache = os.environ.get("FER_BENCH_CACHE") or tmp_path_factory.mktemp("fer-cache")
     return load_dataset(fer2013_dir, cache_dir=cache)

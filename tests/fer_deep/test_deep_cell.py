@@ -1,4 +1,4 @@
-"""benchmarks.deep_cell.run_deep_cell: the same record as a classical cell, resumable."""
+"""fer_bench.experiment.deep_cell.run_deep_cell: the same record as a classical cell, resumable."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from benchmarks.datasets import Dataset, Split  # noqa: E402
-from benchmarks.deep_cell import run_deep_cell, stratified_subset  # noqa: E402
-from benchmarks.harness import load_predictions, run_classic_cell  # noqa: E402
-from benchmarks.models import load_model  # noqa: E402
+from fer_bench.data import Dataset, Split  # noqa: E402
+from fer_bench.experiment.deep_cell import run_deep_cell, stratified_subset  # noqa: E402
+from fer_bench.experiment.harness import load_predictions, run_classic_cell  # noqa: E402
+from fer_bench.models import load_model  # noqa: E402
 from conftest import CLASSES, synthetic_faces  # noqa: E402
 
 

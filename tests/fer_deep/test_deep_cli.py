@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("keras")
 
-from benchmarks.cli import cli  # noqa: E402
+from fer_bench.cli import cli  # noqa: E402
 from conftest import synthetic_faces  # noqa: E402
 from deep_testing import tiny_model_file  # noqa: E402
 from fer_classic.model import ClassicModel  # noqa: E402

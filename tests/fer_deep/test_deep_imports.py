@@ -18,9 +18,9 @@ def test_classic_path_and_cli_do_not_import_keras(kaggle_dir, tmp_path):
     classic = ClassicModel("hog", "dt").fit(X, y).save(tmp_path / "hog__dt.joblib")
     code = f"""
 import json, sys
-import fer_classic, fer_deep, fer_deep.model, benchmarks.cli, benchmarks.models
+import fer_classic, fer_deep, fer_deep.model, fer_bench.cli, fer_bench.models
 from click.testing import CliRunner
-from benchmarks.cli import cli
+from fer_bench.cli import cli
 runner = CliRunner()
 outputs = {{}}
 for args in (["--help"], ["train", "cnn", "--help"], ["explain", "--help"],
@@ -28,7 +28,7 @@ for args in (["--help"], ["train", "cnn", "--help"], ["explain", "--help"],
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, (args, result.output)
     outputs[" ".join(args[:2])] = result.output
-model = benchmarks.models.load_model({str(classic)!r})
+model = fer_bench.models.load_model({str(classic)!r})
 print(json.dumps({{"family": model.family, "train_help": outputs["train cnn"],
                    "imported": [name for name in {BACKENDS!r} if name in sys.modules]}}))
 """
@@ -51,8 +51,8 @@ def test_missing_keras_is_one_clear_error(kaggle_dir, tmp_path):
 import json, sys
 sys.modules["keras"] = None  # as if the deep extra were not installed
 from click.testing import CliRunner
-from benchmarks.cli import cli
-from benchmarks.models import load_model
+from fer_bench.cli import cli
+from fer_bench.models import load_model
 from fer_deep import DeepDependencyError
 try:
     load_model({str(tiny_model_file())!r})

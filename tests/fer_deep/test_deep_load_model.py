@@ -1,4 +1,4 @@
-"""benchmarks.models.load_model: one call for both model families, and clear errors."""
+"""fer_bench.models.load_model: one call for both model families, and clear errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fer_classic.model import ClassicModel, ModelFileError
 
 keras = pytest.importorskip("keras")
 
-from benchmarks.models import load_model, model_family  # noqa: E402
+from fer_bench.models import load_model, model_family  # noqa: E402
 from deep_testing import tiny_model_file  # noqa: E402
 from fer_deep import DeepModelFileError  # noqa: E402
 from fer_deep.model import DeepModel  # noqa: E402

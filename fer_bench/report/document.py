@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import load_predictions, machine_info, write_json_atomic
-from .metrics import evaluate_predictions, mcnemar_test
+from ..experiment.harness import load_predictions, machine_info, write_json_atomic
+from ..metrics import evaluate_predictions, mcnemar_test
 
 REPORT_SCHEMA_VERSION = 1
 """Version of records.json / records.csv; bump when a column changes meaning."""
@@ -218,7 +218,7 @@ def compare_models(a: ModelResult, b: ModelResult) -> dict:
            "comparable": same_faces(a, b), "mcnemar": None, "valence_mcnemar": None}
     if out["comparable"]:
         out["mcnemar"] = mcnemar_test(a.y_true, a.y_pred, b.y_pred)
-        from .metrics import group_labels
+        from ..metrics import group_labels
 
         grouping = group_labels(a.classes)
         if grouping is not None:

@@ -1,7 +1,7 @@
 """The harness cell of the deep path: train a CNN on one split, select on validation, score on test.
 
 :func:`run_deep_cell` writes the same record as
-:func:`benchmarks.harness.run_classic_cell` (same keys, plus the CNN's own:
+:func:`fer_bench.experiment.harness.run_classic_cell` (same keys, plus the CNN's own:
 ``arch``, ``epochs_run``, ``history``, ``curves_png``, ``backend`` ...), so the
 reports treat both families alike.  The validation split (PublicTest for
 FER-2013) picks the best epoch and stops training early; the test split
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .harness import cell_record, time_prediction_isolated, write_cell_outputs
-from .metrics import classification_metrics
+from ..metrics import classification_metrics
 
 
 def deep_cell_id(arch: str) -> str:
@@ -63,7 +63,7 @@ def run_deep_cell(
 
     Parameters
     ----------
-    dataset : benchmarks.datasets.Dataset
+    dataset : fer_bench.data.Dataset
         Train, validation and test splits.
     arch : str
         Architecture name (``seed``, ``vgg``, ``mobilenet_v2``).

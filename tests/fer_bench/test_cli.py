@@ -5,7 +5,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
+from fer_bench.cli import cli
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_unknown_names_list_the_valid_ones(tmp_path):
         (["--features", "hog+sift"], "unknown feature 'sift'; choose from hog, lbp, landmarks"),
         (["--param", "C"], "'C' is not KEY=VALUE"),
     ):
-        out = subprocess.run([sys.executable, "-m", "benchmarks.cli", "run", *args], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "fer_bench.cli", "run", *args], capture_output=True, text=True)
         assert out.returncode == 1
         assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
         assert "Traceback" not in out.stderr
@@ -96,7 +96,7 @@ def test_run_trains_scores_writes_record_and_model_then_resumes(runner, kaggle_d
 def test_classic_path_and_data_info_never_import_tensorflow(kaggle_dir):
     script = (
         "import sys, fer_classic, fer_classic.features, fer_classic.classifiers, fer_classic.model;"
-        "from click.testing import CliRunner; from benchmarks.cli import cli;"
+        "from click.testing import CliRunner; from fer_bench.cli import cli;"
         f"r = CliRunner().invoke(cli, ['data', 'info', '--data', {str(kaggle_dir)!r}]);"
         "assert r.exit_code == 0, r.output;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from benchmarks.metrics import (
+from fer_bench.metrics import (
     VALENCE_GROUPS,
     bootstrap_intervals,
     classification_metrics,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import LandmarkModelError, face_models_dir
+from fer_classic.features import LandmarkModelError, face_models_dir
 
 FACE_SIZE = 48
 DEFAULT_MIN_FACE = 48

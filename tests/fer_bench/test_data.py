@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.datasets import (
+from fer_bench.data import (
     FER2013_CLASSES,
     DatasetError,
     load_class_folders,
@@ -48,7 +48,7 @@ def test_csv_and_folders_load_to_identical_split_and_arrays(kaggle_dir, tmp_path
 
 def test_real_fer2013_subset_round_trips_through_csv(fer2013, tmp_path):
     """The same real images written out as the original CSV load to the same split and arrays."""
-    from benchmarks.datasets import Dataset, Split
+    from fer_bench.data import Dataset, Split
 
     subset = Dataset(
         "fer2013", "subset", fer2013.classes,
@@ -119,7 +119,7 @@ def test_to_face_converts_colour_and_size():
 
 
 def test_cache_makes_second_load_skip_decoding_and_invalidates_on_change(kaggle_dir, tmp_path, monkeypatch):
-    import benchmarks.datasets as datasets
+    import fer_bench.data as datasets
 
     cache = tmp_path / "cache"
     first = load_fer2013_folders(kaggle_dir, cache_dir=cache)

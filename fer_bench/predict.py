@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_classic.faces import (DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, FaceTracker, find_faces_many,
+from fer_bench.faces import (DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, FaceTracker, find_faces_many,
                                 get_detector)
 
 from .metrics import VALENCE_GROUPS
@@ -58,7 +58,7 @@ class PredictOptions:
     Attributes
     ----------
     detector : str
-        Registry name in :data:`fer_classic.faces.DETECTORS`.
+        Registry name in :data:`fer_bench.faces.DETECTORS`.
     min_face : int
         Smallest face reported, in pixels (detector box width).
     max_side : int
@@ -72,7 +72,7 @@ class PredictOptions:
     redetect : int
         In videos and the camera, search the whole frame every ``redetect``-th
         processed frame and in between follow each face in a window around
-        its last box (:class:`fer_classic.faces.FaceTracker`); 1 searches
+        its last box (:class:`fer_bench.faces.FaceTracker`); 1 searches
         every processed frame in full.
     max_pixels : int
         Photos with more pixels are refused.
@@ -92,7 +92,7 @@ class PredictOptions:
 
 
 def load_predict_model(path):
-    """Load a saved classical or deep model by its content (:func:`benchmarks.models.load_model`).
+    """Load a saved classical or deep model by its content (:func:`fer_bench.models.load_model`).
 
     Keras is imported only for a deep model file.
     """
@@ -150,7 +150,7 @@ def classify_faces(model, faces_per_image, sources, *, shapes=None, frames=None,
     model : ClassicModel or DeepModel
         Anything with ``predict_proba`` on (n, 48, 48) uint8 and ``classes_``.
     faces_per_image : list of list of Face
-        From :func:`fer_classic.faces.find_faces_many`.
+        From :func:`fer_bench.faces.find_faces_many`.
     sources : list of str
         The file name (or camera) of each image.
     shapes : list of tuple, optional

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.cli import cli
-from benchmarks.harness import save_predictions, write_json_atomic
-from benchmarks.report import (
+from fer_bench.cli import cli
+from fer_bench.experiment.harness import save_predictions, write_json_atomic
+from fer_bench.report import (
     CSV_COLUMNS,
     ReportError,
     analyse_run,

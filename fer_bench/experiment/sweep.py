@@ -1,8 +1,8 @@
 """Run a grid of cells on one dataset and split, resumably.
 
 A sweep runs classical cells (a feature set x a classifier, through
-:func:`benchmarks.harness.run_classic_cell`) and CNN cells (an architecture,
-through :func:`benchmarks.deep_cell.run_deep_cell`) on one dataset and one split
+:func:`fer_bench.experiment.harness.run_classic_cell`) and CNN cells (an architecture,
+through :func:`fer_bench.experiment.deep_cell.run_deep_cell`) on one dataset and one split
 into one output folder.
 
 Each finished cell's record and model are written atomically, so an
@@ -131,7 +131,7 @@ def cnn_epochs(arch: str, preset: Preset, override: int | None = None) -> int:
 
 
 def run_deep_cell(dataset, arch, out_dir, **settings) -> dict:
-    """Train and score one CNN cell (see :func:`benchmarks.deep_cell.run_deep_cell`).
+    """Train and score one CNN cell (see :func:`fer_bench.experiment.deep_cell.run_deep_cell`).
 
     Imported here, at call time, so a classical-only sweep never loads Keras.
     """
@@ -547,7 +547,7 @@ def run_sweep(
     list of dict
         One record per cell; failed cells have ``status="error"``.
     """
-    from .datasets import load_dataset
+    from ..data import load_dataset
 
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     select = preset.select if select is None else select

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fer_classic.features as features_module
-from benchmarks.harness import FeatureCache, cell_id, flip_faces, load_predictions, resolved_feature_params, run_classic_cell
+from fer_bench.experiment.harness import FeatureCache, cell_id, flip_faces, load_predictions, resolved_feature_params, run_classic_cell
 from fer_classic.features import make_features
 from fer_classic.model import ClassicModel
 from conftest import synthetic_faces
@@ -60,7 +60,7 @@ def test_flip_faces_mirrors_columns():
 
 
 def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_path):
-    from benchmarks.datasets import load_dataset
+    from fer_bench.data import load_dataset
 
     dataset = load_dataset(kaggle_dir, cache_dir=False)
     record = run_classic_cell(dataset, "hog", "dt", tmp_path, flip=True, cache=FeatureCache(tmp_path / "c"),
@@ -83,7 +83,7 @@ def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_p
 def test_isolated_timing_runs_the_saved_model_in_its_own_process(monkeypatch):
     import sys
 
-    from benchmarks import harness
+    from fer_bench.experiment import harness
 
     X, y = synthetic_faces(60, seed=2)
     model = ClassicModel("hog", "dt").fit(X, y)

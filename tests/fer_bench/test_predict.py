@@ -1,4 +1,4 @@
-"""``fer-bench predict`` and benchmarks.predict: photos, folders, video, camera, bad input, no TensorFlow."""
+"""``fer-bench predict`` and fer_bench.predict: photos, folders, video, camera, bad input, no TensorFlow."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from click.testing import CliRunner
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("dlib")
 
-from benchmarks import predict as P  # noqa: E402
-from benchmarks.cli import cli  # noqa: E402
+from fer_bench import predict as P  # noqa: E402
+from fer_bench.cli import cli  # noqa: E402
 from fer_classic.model import ClassicModel  # noqa: E402
 from conftest import synthetic_faces  # noqa: E402
 
@@ -391,7 +391,7 @@ def report():
     open({str(report)!r}, "w").write(json.dumps(loaded))
 atexit.register(report)
 sys.argv = ["fer-bench", "predict", {str(model_path)!r}, {str(photos / "astronaut.png")!r}, "--min-face", "80"]
-from benchmarks.cli import main
+from fer_bench.cli import main
 main()
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)

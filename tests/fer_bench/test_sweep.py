@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks import sweep
-from benchmarks.cli import cells_to_run, cli
-from benchmarks.datasets import Dataset, Split
-from benchmarks.harness import cell_id, save_predictions
+from fer_bench.experiment import sweep
+from fer_bench.cli import cells_to_run, cli
+from fer_bench.data import Dataset, Split
+from fer_bench.experiment.harness import cell_id, save_predictions
 from fer_classic.classifiers import CLASSIFIERS
 
 from conftest import CLASSES, synthetic_faces, write_kaggle_layout
@@ -235,9 +235,9 @@ def test_cli_run_unknown_cnn_is_one_line(tmp_path):
 KILL_SCRIPT = """
 import os, sys, time
 from pathlib import Path
-from benchmarks import sweep
-from benchmarks.cli import cli
-from benchmarks.harness import cell_id
+from fer_bench.experiment import sweep
+from fer_bench.cli import cli
+from fer_bench.experiment.harness import cell_id
 
 out = Path(sys.argv[1])
 
@@ -312,8 +312,8 @@ TERM_SCRIPT = """
 import os, sys, time
 from pathlib import Path
 from joblib import Parallel, delayed
-from benchmarks import sweep
-from benchmarks.cli import cli
+from fer_bench.experiment import sweep
+from fer_bench.cli import cli
 
 out = Path(sys.argv[1])
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import click
 
 from fer_classic.classifiers import CLASSIFIERS
-from fer_classic.faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTORS
+from fer_bench.faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTORS
 from fer_classic.features import FEATURES, LandmarkModelError, parse_feature_spec
 from fer_classic.model import ModelFileError
 from fer_deep import ARCHITECTURE_NAMES, DeepDependencyError, DeepModelFileError
 
-from .datasets import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
-from .sweep import FEATURE_SETS, PRESETS, deep_architectures
+from .data import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
+from .experiment.sweep import FEATURE_SETS, PRESETS, deep_architectures
 
 USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter,
                DeepModelFileError, DeepDependencyError)
@@ -192,7 +192,7 @@ def data_info(data_path, cache_dir, seed, as_json):
     """Print the split sizes and the per-class counts of a dataset."""
     import json
 
-    from .datasets import load_dataset
+    from .data import load_dataset
 
     with user_errors():
         dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir(), seed=seed)
@@ -276,7 +276,7 @@ def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_d
     finished cell with the same settings is skipped on a rerun; a failed one is
     retried; Ctrl-C loses at most the cell in progress.
     """
-    from .sweep import run_sweep
+    from .experiment.sweep import run_sweep
 
     feature_list, classifier_list, cnn_list = cells_to_run(run_all, features, classifier, cnns)
     with user_errors():
@@ -452,7 +452,7 @@ def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, s
     """
     import fer_deep
 
-    from .datasets import load_dataset
+    from .data import load_dataset
 
     with user_errors():
         train_params = parse_params(params)
@@ -460,7 +460,7 @@ def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, s
         fer_deep.require_keras()
         from fer_deep.training import check_parameters
 
-        from .deep_cell import run_deep_cell
+        from .experiment.deep_cell import run_deep_cell
 
         try:
             check_parameters(arch, train_params, arch_param_dict)
@@ -500,7 +500,7 @@ def explain(model_path, image, out_dir, target):
     """
     import json
 
-    from .datasets import read_face
+    from .data import read_face
     from .models import load_model
 
     with user_errors():

@@ -29,7 +29,7 @@ from fer_classic.classifiers import check_classifier_name
 from fer_classic.features import parse_feature_spec
 from fer_classic.model import ClassicModel, library_versions
 
-from .metrics import classification_metrics
+from ..metrics import classification_metrics
 
 RECORD_SCHEMA_VERSION = 1
 FEATURE_CODE_VERSION = 1
@@ -203,7 +203,7 @@ def time_prediction_isolated(model, X: np.ndarray, *, batch: int = 500, singles:
         environment["XLA_FLAGS"] = f"{environment.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}".strip()
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "benchmarks.harness", "time", str(model_path), str(faces_path),
+                [sys.executable, "-m", "fer_bench.experiment.harness", "time", str(model_path), str(faces_path),
                  str(batch), str(singles)],
                 env=environment, capture_output=True, text=True, timeout=timeout,
             )
@@ -217,8 +217,8 @@ def time_prediction_isolated(model, X: np.ndarray, *, batch: int = 500, singles:
 
 
 def _timing_main(argv) -> int:
-    """``python -m benchmarks.harness time MODEL FACES.npy BATCH SINGLES``: print the timing as one JSON line."""
-    from .models import load_model
+    """``python -m fer_bench.experiment.harness time MODEL FACES.npy BATCH SINGLES``: print the timing as one JSON line."""
+    from ..models import load_model
 
     model_path, faces_path, batch, singles = argv
     model = load_model(model_path)
@@ -408,5 +408,5 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 6 or sys.argv[1] != "time":
-        sys.exit("usage: python -m benchmarks.harness time MODEL FACES.npy BATCH SINGLES")
+        sys.exit("usage: python -m fer_bench.experiment.harness time MODEL FACES.npy BATCH SINGLES")
     sys.exit(_timing_main(sys.argv[2:]))

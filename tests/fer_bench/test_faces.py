@@ -11,7 +11,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("dlib")
 
-from fer_classic import faces as F  # noqa: E402
+from fer_bench import faces as F  # noqa: E402
 
 # Face centres and widths read off the photos by eye (and from the annotated
 # output, checked by looking at it): NASA's portrait of Eileen Collins
@@ -231,7 +231,7 @@ def test_faces_module_does_not_import_keras_or_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, cv2, numpy as np; from fer_classic import faces; "
+    code = ("import sys, cv2, numpy as np; from fer_bench import faces; "
             "faces.find_faces(np.zeros((100, 100), np.uint8)); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
