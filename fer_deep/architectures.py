@@ -23,6 +23,22 @@ Registry
     :func:`keras.applications.MobileNetV2` trained from scratch (or from a
     local weights file), behind a stem that resizes to 96x96 and repeats the
     gray channel to RGB.
+``vgg_cpu``
+    A VGG-style network sized for training on a CPU: the centre ``crop`` of
+    the face (40x40 by default), four blocks of two 3x3 convolutions with
+    batch normalisation (32, 64, 128, 256 filters), global average pooling
+    and one softmax layer; about 0.08 G multiply-adds a face.
+``resnet_cpu``
+    A small residual network at a similar cost: a 3x3 stem, four stages of
+    basic residual blocks (32, 64, 128, 256 filters, the last three halving
+    the resolution), global average pooling and a softmax layer.
+
+The CPU networks take the whole 48x48 face and cut its centre ``crop`` inside
+the model.  Training shifts the faces by up to ``(48 - crop) / 2`` pixels
+before that cut, which is a random ``crop``-sized window of the face;
+prediction sees the centre window, and test-time augmentation
+(:func:`fer_deep.model.crop_shifts`) averages the four corner windows, the
+centre and their mirror images.
 """
 
 from __future__ import annotations
@@ -191,10 +207,140 @@ def make_mobilenet_v2(
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
+def _cpu_stem(input_shape, crop):
+    """Input, centre crop and standardisation shared by the CPU networks."""
+    if not 8 <= crop <= min(input_shape[:2]):
+        raise ValueError(f"crop must lie in 8..{min(input_shape[:2])}, got {crop}")
+    inputs = keras.Input(shape=input_shape, name="face")
+    x = layers.CenterCrop(crop, crop, name="centre_crop")(inputs) if crop < min(input_shape[:2]) else inputs
+    x = layers.Normalization(mean=FER2013_PIXEL_MEAN, variance=FER2013_PIXEL_STD**2, name="standardise")(x)
+    return inputs, x
+
+
+def _conv_bn_relu(x, width, name, strides=1, relu=True):
+    x = layers.Conv2D(width, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def make_vgg_cpu(
+    input_shape=DEFAULT_INPUT_SHAPE,
+    num_classes=7,
+    *,
+    crop=40,
+    filters=(32, 64, 128, 256),
+    convs_per_block=2,
+    dropout=0.3,
+) -> keras.Model:
+    """A VGG-style CNN sized for CPU training: blocks of 3x3 conv + batch norm, global average pooling.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(height, width, channels)`` of the faces, raw pixels 0..255.
+    num_classes : int
+        Number of output classes.
+    crop : int
+        Side of the centre window the network sees (the whole face if equal to it).
+    filters : tuple of int
+        Filters per block; each block ends in 2x2 max pooling.
+    convs_per_block : int
+        3x3 convolutions per block.
+    dropout : float
+        Dropout rate before the softmax.
+
+    Returns
+    -------
+    keras.Model
+    """
+    inputs, x = _cpu_stem(tuple(input_shape), int(crop))
+    for block, width in enumerate(filters, start=1):
+        for index in range(1, int(convs_per_block) + 1):
+            x = _conv_bn_relu(x, width, f"block{block}_{index}")
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="drop")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="vgg_cpu")
+
+
+def make_resnet_cpu(
+    input_shape=DEFAULT_INPUT_SHAPE,
+    num_classes=7,
+    *,
+    crop=40,
+    filters=(32, 64, 128, 256),
+    blocks_per_stage=1,
+    dropout=0.3,
+) -> keras.Model:
+    """A small ResNet (basic blocks, batch norm) for CPU training.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(height, width, channels)`` of the faces, raw pixels 0..255.
+    num_classes : int
+        Number of output classes.
+    crop : int
+        Side of the centre window the network sees.
+    filters : tuple of int
+        Filters per stage; every stage after the first starts with a stride-2 block.
+    blocks_per_stage : int
+        Basic residual blocks (two 3x3 convolutions) per stage.
+    dropout : float
+        Dropout rate before the softmax.
+
+    Returns
+    -------
+    keras.Model
+    """
+    inputs, x = _cpu_stem(tuple(input_shape), int(crop))
+    x = _conv_bn_relu(x, filters[0], "stem")
+    for stage, width in enumerate(filters, start=1):
+        for block in range(1, int(blocks_per_stage) + 1):
+            name = f"stage{stage}_block{block}"
+            strides = 2 if stage > 1 and block == 1 else 1
+            shortcut = x
+            if strides != 1 or shortcut.shape[-1] != width:
+                shortcut = layers.Conv2D(width, 1, strides=strides, use_bias=False, name=f"{name}_project")(x)
+                shortcut = layers.BatchNormalization(name=f"{name}_project_bn")(shortcut)
+            x = _conv_bn_relu(x, width, f"{name}_a", strides=strides)
+            x = _conv_bn_relu(x, width, f"{name}_b", relu=False)
+            x = layers.Add(name=f"{name}_add")([shortcut, x])
+            x = layers.ReLU(name=f"{name}_out")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="drop")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="resnet_cpu")
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds of one forward pass of a face through the convolution and dense layers."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.Dense)):
+            kernel = layer.kernel.shape
+            output = layer.output.shape
+            positions = 1
+            for side in output[1:-1]:
+                positions *= int(side)
+            weights_per_output = 1
+            for side in kernel[:-1]:
+                weights_per_output *= int(side)
+            total += positions * int(output[-1]) * weights_per_output
+        elif isinstance(layer, layers.DepthwiseConv2D):
+            kernel = layer.kernel.shape
+            output = layer.output.shape
+            total += int(output[1]) * int(output[2]) * int(output[3]) * int(kernel[0]) * int(kernel[1])
+    return total
+
+
 ARCHITECTURES = {
     "seed": make_seed,
     "vgg": make_vgg,
     "mobilenet_v2": make_mobilenet_v2,
+    "vgg_cpu": make_vgg_cpu,
+    "resnet_cpu": make_resnet_cpu,
 }
 """Architecture name -> ``make_model(input_shape, num_classes, **params) -> keras.Model``."""
 
