@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""FER-2013 label order: the integer ``emotion`` in the CSV indexes this tuple."""
+from ._core import FER2013_CLASSES, IMAGE_EXTENSIONS, replacing
 
 FACE_SIZE = 48
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 FER2013_USAGES = ("Training", "PublicTest", "PrivateTest")
 CSV_HEADER = ["emotion", "pixels", "Usage"]
 CACHE_FORMAT = 1
@@ -206,10 +204,8 @@ def _cache_save(path: Path | None, **arrays) -> None:
     if path is None:
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        with replacing(path, suffix=".tmp.npz") as tmp:  # a concurrent reader never sees half a file
+            np.savez(tmp, **arrays)
     except OSError:
         pass  # a read-only cache location costs speed, not correctness
 
@@ -313,7 +309,7 @@ def _list_images(folder: Path):
             for entry in entries:
                 if entry.is_dir():
                     stack.append(entry.path)
-                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                     stat = entry.stat()
                     found.append((entry.path, stat.st_size, stat.st_mtime_ns))
     found.sort()
@@ -349,7 +345,7 @@ def load_fer2013_folders(path, *, cache_dir=None, seed: int = 0) -> Dataset:
             labels.extend([label] * len(images))
             subset_of.extend([subset.name] * len(images))
     if not files:
-        raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
 
     usage = np.array([_usage_of(os.path.basename(p)) or "" for p in files])
     canonical = bool(np.all(usage != ""))
@@ -496,7 +492,7 @@ def load_class_folders(path, *, classes=None, cache_dir=None, seed: int = 0, fra
         stats.extend(image_stats)
         labels.extend([label] * len(images))
     if not files:
-        raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     key, X = _decode_cached(root, files, stats, f"class-folders-{','.join(classes)}", cache_dir)
     y = np.asarray(labels, dtype=np.int64)
     idx = stratified_split(y, fractions, seed=seed)

@@ -29,14 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_bench.faces import (DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, FaceTracker, find_faces_many,
-                                get_detector)
-
+from ._core import IMAGE_EXTENSIONS
+from .faces import (DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, FaceTracker, find_faces_many,
+                    get_detector)
 from .metrics import VALENCE_GROUPS
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm", ".jp2"}
-)
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"})
 MAX_IMAGE_PIXELS = 150_000_000
 """Largest photo decoded (150 megapixels: 450 MB as BGR); larger ones are refused with a message."""

@@ -2,7 +2,7 @@
 
 Importing this package does not import Keras: the registry names, the error
 types and :func:`require_keras` live here so the command line and the
-benchmarks can name architectures, show help and report a missing extra
+application (fer_bench) can name architectures, show help and report a missing extra
 without loading a deep-learning backend.  Keras is imported by the submodules
 (:mod:`fer_deep.architectures`, :mod:`fer_deep.training`,
 :mod:`fer_deep.explain`) and inside :class:`fer_deep.model.DeepModel`'s
@@ -11,8 +11,10 @@ methods, only when they are used.
 
 from __future__ import annotations
 
-FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""FER-2013 label order (a copy: fer_deep never imports fer_classic or benchmarks)."""
+from fer_bench._core import FER2013_CLASSES  # the one shared module fer_deep imports
+
+__all__ = ["ARCHITECTURE_NAMES", "DEFAULT_EPOCHS", "DeepDependencyError", "DeepModel", "DeepModelFileError",
+           "FER2013_CLASSES", "check_architecture_name", "require_keras"]
 
 ARCHITECTURE_NAMES = {
     "seed": "classic tutorial CNN: 4 conv, dense 1024, dropout (about 63-66% on FER-2013)",

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from . import DEFAULT_EPOCHS, FER2013_CLASSES, DeepModelFileError, check_architecture_name, require_keras
+from fer_bench import _core
+from fer_bench._core import FER2013_CLASSES, encode_labels
+
+from . import DEFAULT_EPOCHS, DeepModelFileError, check_architecture_name, require_keras
 
 DEEP_MODEL_FORMAT = "fer-bench-deep-model"
 DEEP_MODEL_FORMAT_VERSION = 1
@@ -37,35 +39,16 @@ PREDICT_BATCH = 256
 REQUIRED_METADATA = ("arch", "classes", "epochs", "batch_size", "seed", "tta")
 
 
+DEEP_LIBRARIES = ("fer-bench", "numpy", "keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "h5py")
+"""The distributions whose versions a saved deep model records (with the Keras backend)."""
+
+
 def library_versions() -> dict:
     """Versions of the libraries a saved deep model depends on, and the Keras backend."""
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version()}
-    for name in ("fer-bench", "numpy", "keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "h5py"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
+    versions = _core.library_versions(DEEP_LIBRARIES)
     keras = require_keras()
     versions["keras_backend"] = keras.backend.backend()
     return versions
-
-
-def encode_labels(y, classes) -> np.ndarray:
-    """Labels given as names or as integer indices -> integer indices into ``classes``."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {y.shape}")
-    if np.issubdtype(y.dtype, np.integer):
-        if y.size and (y.min() < 0 or y.max() >= len(classes)):
-            raise ValueError(f"integer labels must lie in 0..{len(classes) - 1}")
-        return y.astype(np.int64)
-    lookup = {name: i for i, name in enumerate(classes)}
-    try:
-        return np.array([lookup[str(label)] for label in y], dtype=np.int64)
-    except KeyError as error:
-        raise ValueError(f"unknown label {error.args[0]!r}; classes are {', '.join(classes)}") from None
 
 
 class DeepModel:
@@ -266,7 +249,7 @@ class DeepModel:
         self._check_fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        description = json.dumps(self.describe(), indent=1, default=_json_default)
+        description = json.dumps(self.describe(), indent=1, default=_core.json_default)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-deep-") as scratch:
             keras_file = Path(scratch) / KERAS_MEMBER
             self.model_.save(keras_file)
@@ -364,12 +347,3 @@ def read_deep_metadata(path) -> dict:
         raise DeepModelFileError(f"{path}: its metadata lacks {', '.join(missing)}; the file is damaged")
     return info
 
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    return str(value)

@@ -18,29 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import cell_record, time_prediction_isolated, write_cell_outputs
+from .._core import stratified_subset
 from ..metrics import classification_metrics
+from .harness import cell_record, time_prediction_isolated, write_cell_outputs
 
 
 def deep_cell_id(arch: str) -> str:
     """File-safe name of a CNN cell, e.g. ``cnn-seed``."""
     return f"cnn-{arch}"
-
-
-def stratified_subset(y: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a seeded, class-stratified subset of ``size`` labels (all of them if ``size >= len(y)``)."""
-    y = np.asarray(y)
-    if size is None or size >= len(y):
-        return np.arange(len(y))
-    if size < 1:
-        raise ValueError(f"train_subset must be at least 1, got {size}")
-    from sklearn.model_selection import train_test_split
-
-    counts = np.bincount(y)
-    # Stratifying needs two faces per class; rare classes otherwise just get sampled.
-    stratify = y if counts[counts > 0].min() >= 2 and size >= np.count_nonzero(counts) else None
-    chosen, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=stratify, random_state=seed)
-    return np.sort(chosen)
 
 
 def run_deep_cell(

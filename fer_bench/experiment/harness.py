@@ -29,6 +29,7 @@ from fer_classic.classifiers import check_classifier_name
 from fer_classic.features import parse_feature_spec
 from fer_classic.model import ClassicModel, library_versions
 
+from .._core import replacing, write_json_atomic
 from ..metrics import classification_metrics
 
 RECORD_SCHEMA_VERSION = 1
@@ -37,37 +38,6 @@ FEATURE_CODE_VERSION = 1
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def write_json_atomic(path, data) -> None:
-    """Write JSON so a reader never sees half a file (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, default=_json_default)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a record is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    return str(value)
 
 
 def machine_info() -> dict:
@@ -375,11 +345,9 @@ def write_cell_outputs(out_dir, record, model, model_suffix, y_true, y_pred, pro
 def save_predictions(path, y_true, y_pred, proba, classes) -> Path:
     """Test-split labels, predictions and probabilities of one cell (for metrics computed later)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, y_true=np.asarray(y_true, np.int64), y_pred=np.asarray(y_pred, np.int64),
-                        proba=np.asarray(proba, np.float32), classes=np.asarray(classes))
-    os.replace(tmp, path)
+    with replacing(path, suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, y_true=np.asarray(y_true, np.int64), y_pred=np.asarray(y_pred, np.int64),
+                            proba=np.asarray(proba, np.float32), classes=np.asarray(classes))
     return path
 
 

@@ -31,8 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
+from .._core import stratified_subset, write_json_atomic
 from .harness import (
     FEATURE_CODE_VERSION,
     FeatureCache,
@@ -40,14 +39,11 @@ from .harness import (
     error_record,
     resolved_feature_params,
     run_classic_cell,
-    write_json_atomic,
 )
 
 FEATURE_SETS = ("lbp", "hog", "landmarks", "hog+lbp+landmarks")
 """The feature sets ``fer-bench run --all`` crosses with every classifier."""
 
-DEFAULT_CNN_EPOCHS = 50
-"""Epochs of a CNN in the ``full`` preset when ``fer_deep.DEFAULT_EPOCHS`` names no default for it."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,9 @@ def cnn_epochs(arch: str, preset: Preset, override: int | None = None) -> int:
         return int(override)
     if preset.cnn_epochs is not None:
         return preset.cnn_epochs
-    import fer_deep
+    from fer_deep import DEFAULT_EPOCHS
 
-    return int(getattr(fer_deep, "DEFAULT_EPOCHS", {}).get(arch, DEFAULT_CNN_EPOCHS))
+    return int(DEFAULT_EPOCHS[arch])
 
 
 def run_deep_cell(dataset, arch, out_dir, **settings) -> dict:
@@ -147,27 +143,6 @@ def run_deep_cell(dataset, arch, out_dir, **settings) -> dict:
 
 
 # --------------------------------------------------------------------------- subsets
-
-
-def stratified_subset(y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded subsample of about ``size`` faces keeping the class proportions.
-
-    Every class contributes ``round(size * share)`` faces (at least one), so
-    the total can differ from ``size`` by a few faces; ``None`` or a size not
-    below ``len(y)`` keeps everything.
-    """
-    y = np.asarray(y)
-    if size is None or size >= len(y):
-        return np.arange(len(y))
-    if size < 1:
-        raise ValueError(f"a subset needs at least one face, got size {size}")
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in np.unique(y):
-        members = np.flatnonzero(y == label)
-        take = max(1, int(round(size * len(members) / len(y))))
-        chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
-    return np.sort(np.concatenate(chosen))
 
 
 def subsample_dataset(dataset, preset: Preset, seed: int = 0):

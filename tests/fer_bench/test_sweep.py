@@ -147,7 +147,6 @@ def test_full_preset_epochs_per_architecture():
 
     full = sweep.PRESETS["full"]
     assert sweep.cnn_epochs("seed", full) == fer_deep.DEFAULT_EPOCHS["seed"]
-    assert sweep.cnn_epochs("no-such-net", full) == sweep.DEFAULT_CNN_EPOCHS
     assert sweep.cnn_epochs("seed", full, override=3) == 3
     assert sweep.cnn_epochs("seed", sweep.PRESETS["quick"]) == 1
 
@@ -184,8 +183,27 @@ def test_peak_memory_sees_a_large_allocation():
         del block
     result = memory.result
     assert result["peak_rss_bytes"] - result["start_rss_bytes"] >= 90_000_000
-    assert result["peak_tree_rss_bytes"] >= result["peak_rss_bytes"]
-    assert result["peak_memory_method"].split()[0] in ("VmHWM", "ru_maxrss")
+    # The method is the one this machine allows: the kernel's mark where it can be reset.
+    try:
+        with open("/proc/self/clear_refs", "w") as stream:
+            stream.write("5")
+        expected = "VmHWM"
+    except OSError:
+        expected = "ru_maxrss"
+    assert result["peak_memory_method"].split()[0] == expected
+
+
+def test_peak_memory_of_the_tree_counts_child_processes():
+    import subprocess
+    import sys
+
+    child = "import time, numpy as np; block = np.ones(150_000_000 // 8); time.sleep(1.5)"
+    with sweep.PeakMemory(interval=0.05) as memory:
+        subprocess.run([sys.executable, "-c", child], check=True)
+    result = memory.result
+    # The child's 150 MB are in the sampled tree total and not in this process's own peak.
+    assert result["peak_tree_rss_bytes"] - result["start_rss_bytes"] >= 120_000_000
+    assert result["peak_rss_bytes"] - result["start_rss_bytes"] < 60_000_000
 
 
 def test_progress_lines():

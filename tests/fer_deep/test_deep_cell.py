@@ -29,7 +29,7 @@ def test_stratified_subset_by_hand():
     assert np.bincount(y[chosen]).tolist() == [12, 6, 2]
     assert (np.diff(chosen) > 0).all()
     assert stratified_subset(y, 500).tolist() == list(range(100))
-    with pytest.raises(ValueError, match="train_subset must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="a subset needs at least one face, got size 0"):
         stratified_subset(y, 0)
 
 
