@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from .deploy import make_ls_svm
+from .estimators import make_ls_svm
 
 
 def _reduce(pca_components, seed, whiten=False):
@@ -133,9 +133,9 @@ CLASSIFIERS = {
     "knn": ClassifierSpec(make_knn, "k nearest neighbours in a PCA space",
                           {"n_neighbors": [5, 10, 20], "whiten": [False, True]},
         class_weight=False, grid_parallel=False),
-    # The CPU deployment model: fixed-size least-squares SVM (fer_classic.deploy.FixedSizeLSSVM).
-    # A Nystroem + linear SVM approximation was tried first and dropped: 46.3% on
-    # PublicTest (10,000 HOG faces) against 52.5% for the exact SVM, and slower.
+    # The CPU deployment model: fixed-size least-squares SVM (fer_classic.estimators.FixedSizeLSSVM).
+    # It fits the RBF kernel on its centres exactly; a Nystroem feature map + linear SVM
+    # scores 46.3% on PublicTest (10,000 HOG faces) against 52.5% for the exact SVM, and is slower.
     "ls_svm": ClassifierSpec(make_ls_svm, "least-squares RBF SVM on 6,000 kernel centres (fast CPU prediction)",
                              {"alpha": [0.01, 0.1]}, class_weight=False),
 }

@@ -11,52 +11,38 @@ It offers the interface every fer-bench model shares::
 
 from __future__ import annotations
 
-import os
-import platform
-import tempfile
+import contextlib
+import importlib
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from fer_bench import _core
+from fer_bench._core import FER2013_CLASSES, encode_labels
+
 from .classifiers import check_classifier_name, make_classifier
+from .estimators import VectorizedSVC
 from .features import make_features, parse_feature_spec
 
 MODEL_FORMAT = "fer-bench-model"
 MODEL_FORMAT_VERSION = 1
-FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+LEGACY_MODULES = {"fer_classic.deploy": "fer_classic.estimators"}
+"""Module paths that model files saved by earlier layouts name -> the module that holds those classes now."""
 
 
 class ModelFileError(ValueError):
     """A model file could not be loaded; the message says why and what to do."""
 
 
+CLASSIC_LIBRARIES = ("fer-bench", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "dlib-bin", "joblib")
+"""The distributions whose versions a saved classical model records."""
+
+
 def library_versions() -> dict:
     """Versions of the libraries a saved model depends on."""
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version()}
-    for name in ("fer-bench", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless", "dlib-bin", "joblib"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return versions
-
-
-def encode_labels(y, classes) -> np.ndarray:
-    """Labels given as names or as integer indices -> integer indices into ``classes``."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {y.shape}")
-    if np.issubdtype(y.dtype, np.integer):
-        if y.size and (y.min() < 0 or y.max() >= len(classes)):
-            raise ValueError(f"integer labels must lie in 0..{len(classes) - 1}")
-        return y.astype(np.int64)
-    lookup = {name: i for i, name in enumerate(classes)}
-    try:
-        return np.array([lookup[str(label)] for label in y], dtype=np.int64)
-    except KeyError as error:
-        raise ValueError(f"unknown label {error.args[0]!r}; classes are {', '.join(classes)}") from None
+    return _core.library_versions(CLASSIC_LIBRARIES)
 
 
 class ClassicModel:
@@ -199,7 +185,6 @@ class ClassicModel:
 
         self._check_fitted()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -207,17 +192,8 @@ class ClassicModel:
             "versions": library_versions(),
             "model": self,
         }
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(handle)
-        try:
+        with _core.replacing(path, suffix=".tmp") as tmp:  # joblib reads no compressor from '.tmp'
             joblib.dump(payload, tmp, compress=3)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a model is an ordinary file
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return path
 
     @classmethod
@@ -246,6 +222,26 @@ def _fit_pca_to_data(estimator, n_samples: int, n_features: int) -> None:
             step.set_params(n_components=limit)
 
 
+@contextlib.contextmanager
+def legacy_module_names():
+    """While the block runs, the module names of :data:`LEGACY_MODULES` import their successors.
+
+    A pickle names each class by module path (``fer_classic.deploy.FixedSizeLSSVM``
+    in files saved before the estimators moved); the aliases are removed again
+    afterwards, so nothing else can import the old names.
+    """
+    added = []
+    for old, new in LEGACY_MODULES.items():
+        if old not in sys.modules:
+            sys.modules[old] = importlib.import_module(new)
+            added.append(old)
+    try:
+        yield
+    finally:
+        for old in added:
+            sys.modules.pop(old, None)
+
+
 def read_model_payload(path) -> dict:
     """Open a fer-bench joblib model file and check its format and library versions."""
     import warnings
@@ -257,7 +253,7 @@ def read_model_payload(path) -> dict:
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), legacy_module_names():
             warnings.simplefilter("ignore")  # version mismatches are reported below, in words
             payload = joblib.load(path)
     except ModuleNotFoundError as error:
@@ -280,3 +276,79 @@ def read_model_payload(path) -> dict:
             f"install scikit-learn=={saved} or retrain the model"
         )
     return payload
+
+
+# --------------------------------------------------------------------------- converting saved models
+
+
+def vectorize_svm_model(model):
+    """A copy of a fitted ``ClassicModel`` whose RBF ``SVC`` is replaced by :class:`VectorizedSVC`.
+
+    No retraining: the support vectors, coefficients and the probability
+    calibrator are kept, so predictions and probabilities are unchanged
+    (up to ~1e-12 in the decision values) while batched prediction runs on BLAS.
+
+    Parameters
+    ----------
+    model : ClassicModel
+        A fitted model whose estimator is an ``SVC`` or a ``Pipeline`` ending in one.
+
+    Returns
+    -------
+    ClassicModel
+        The converted copy; ``model`` itself is left as it was.
+    """
+    import copy
+
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import SVC
+
+    if not hasattr(model, "estimator_"):
+        raise ValueError("the model is not fitted yet")
+    # One deepcopy of the whole model keeps the calibrator pointing at the same
+    # (copied) estimator, so replacing the step below updates both.
+    converted = copy.deepcopy(model)
+    estimator = converted.estimator_
+    if isinstance(estimator, Pipeline):
+        name, last = estimator.steps[-1]
+        if not isinstance(last, SVC) or last.kernel != "rbf":
+            raise ValueError(f"the model's classifier is {type(last).__name__}, not an RBF SVC")
+        estimator.steps[-1] = (name, VectorizedSVC.from_svc(last))
+    elif isinstance(estimator, SVC) and estimator.kernel == "rbf":
+        converted.estimator_ = VectorizedSVC.from_svc(estimator)
+        if getattr(converted, "calibrator_", None) is not None:
+            for calibrated in converted.calibrator_.calibrated_classifiers_:
+                calibrated.estimator.estimator = converted.estimator_
+    else:
+        raise ValueError(f"the model's classifier is {type(estimator).__name__}, not an RBF SVC")
+    return converted
+
+
+def prepare_for_deployment(model):
+    """A copy of a fitted ``ClassicModel`` with the fast prediction paths of this module.
+
+    - an RBF ``SVC`` becomes a :class:`VectorizedSVC` (same predictions).
+
+    Anything else is kept as it is; the copy's metadata records what changed.
+
+    Parameters
+    ----------
+    model : ClassicModel
+        A fitted model.
+
+    Returns
+    -------
+    ClassicModel
+    """
+    import copy
+
+    if not hasattr(model, "estimator_"):
+        raise ValueError("the model is not fitted yet")
+    changes = []
+    try:
+        converted = vectorize_svm_model(model)
+        changes.append("SVC -> VectorizedSVC")
+    except ValueError:
+        converted = copy.deepcopy(model)
+    converted.metadata = {**converted.metadata, "deployment": changes}
+    return converted

@@ -7,18 +7,15 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from fer_classic.deploy import (
+from fer_classic.estimators import (
     FixedSizeLSSVM,
     VectorizedSVC,
     kernel_ridge_equations,
     ovo_weights,
-    prepare_for_deployment,
     rbf_kernel_rows,
     solve_kernel_ridge,
-    vectorize_svm_model,
 )
-from fer_classic.deploy import main as deploy_main
-from fer_classic.model import ClassicModel
+from fer_classic.model import ClassicModel, prepare_for_deployment, vectorize_svm_model
 from conftest import CLASSES, synthetic_faces
 
 
@@ -237,28 +234,23 @@ def test_prepare_for_deployment_keeps_every_output(svm_model, tmp_path):
     np.testing.assert_array_equal(loaded.predict(X_test), svm_model.predict(X_test))
 
 
-def test_deploy_command_writes_a_converted_copy(svm_model, tmp_path, capsys):
-    source = svm_model.save(tmp_path / "svm.joblib")
-    assert deploy_main([str(source), str(tmp_path / "out.joblib")]) == 0
-    assert "SVC -> VectorizedSVC" in capsys.readouterr().err
-    assert isinstance(ClassicModel.load(tmp_path / "out.joblib").estimator_.steps[-1][1], VectorizedSVC)
-    assert deploy_main([str(tmp_path / "missing.joblib"), str(tmp_path / "x.joblib")]) == 1
-    assert "no such model file" in capsys.readouterr().err
+def test_deploy_command_writes_a_converted_copy(svm_model, tmp_path):
+    from click.testing import CliRunner
 
-
-def test_deploy_module_run_as_a_script_writes_a_loadable_model(svm_model, tmp_path):
-    # `python -m fer_classic.deploy` must pickle fer_classic.deploy classes, not __main__ ones.
-    import subprocess
-    import sys
+    from fer_bench.cli import cli
 
     source = svm_model.save(tmp_path / "svm.joblib")
-    done = subprocess.run([sys.executable, "-m", "fer_classic.deploy", str(source), str(tmp_path / "out.joblib")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    X_test, _ = synthetic_faces(20, seed=4)
+    done = CliRunner().invoke(cli, ["deploy", str(source), str(tmp_path / "out.joblib")])
+    assert done.exit_code == 0, done.output
+    assert "SVC -> VectorizedSVC" in done.stderr
     loaded = ClassicModel.load(tmp_path / "out.joblib")
-    assert type(loaded.estimator_.named_steps["svc"]).__module__ == "fer_classic.deploy"
+    assert type(loaded.estimator_.named_steps["svc"]).__module__ == "fer_classic.estimators"
+    X_test, _ = synthetic_faces(20, seed=4)
     np.testing.assert_array_equal(loaded.predict(X_test), svm_model.predict(X_test))
+    missing = CliRunner().invoke(cli, ["deploy", str(tmp_path / "missing.joblib"), str(tmp_path / "x.joblib")])
+    assert missing.exit_code == 1
+    assert "no such model file" in missing.stderr
+    assert "Traceback" not in missing.output
 
 
 def test_vectorize_refuses_models_without_an_rbf_svc():

@@ -1,4 +1,4 @@
-"""Fast prediction for deploying a classical model on a CPU.
+"""Estimators of fer-bench's own, for fast prediction of a classical model on a CPU.
 
 :class:`FixedSizeLSSVM` (registry name ``ls_svm``)
     A fixed-size least-squares SVM (Suykens et al., 2002): an RBF kernel
@@ -11,7 +11,7 @@
 
         fer-bench run --features hog --classifier ls_svm --flip --data data/fer2013 --out runs/deploy
 
-    and then converted with ``python -m fer_classic.deploy
+    and then converted with ``fer-bench deploy
     runs/deploy/models/hog__ls_svm__flip.joblib deploy.joblib``.
 
 :class:`VectorizedSVC`
@@ -22,11 +22,10 @@
     so the predictions are those of ``SVC.predict``; it pays off batched
     (one face at a time still reads every support vector once).
 
-:func:`prepare_for_deployment` (also ``python -m fer_classic.deploy MODEL OUT``)
-    Converts a saved model without retraining: an RBF ``SVC`` becomes a
-    :class:`VectorizedSVC`, which gives the same outputs as before.
-
-All of them pickle inside :meth:`fer_classic.model.ClassicModel.save`.
+Both pickle inside :meth:`fer_classic.model.ClassicModel.save`;
+:func:`fer_classic.model.prepare_for_deployment` (``fer-bench deploy MODEL
+OUT``) converts a saved model's RBF ``SVC`` into a :class:`VectorizedSVC`
+without retraining.
 """
 
 from __future__ import annotations
@@ -495,108 +494,3 @@ def make_ls_svm(*, n_components=6000, pca_components=200, gamma_scale=1.0, alpha
     """
     return FixedSizeLSSVM(n_components=n_components, pca_components=pca_components, gamma_scale=gamma_scale,
                           alpha=alpha, seed=seed)
-
-
-# --------------------------------------------------------------------------- converting saved models
-
-
-def vectorize_svm_model(model):
-    """A copy of a fitted ``ClassicModel`` whose RBF ``SVC`` is replaced by :class:`VectorizedSVC`.
-
-    No retraining: the support vectors, coefficients and the probability
-    calibrator are kept, so predictions and probabilities are unchanged
-    (up to ~1e-12 in the decision values) while batched prediction runs on BLAS.
-
-    Parameters
-    ----------
-    model : ClassicModel
-        A fitted model whose estimator is an ``SVC`` or a ``Pipeline`` ending in one.
-
-    Returns
-    -------
-    ClassicModel
-        The converted copy; ``model`` itself is left as it was.
-    """
-    import copy
-
-    from sklearn.pipeline import Pipeline
-
-    if not hasattr(model, "estimator_"):
-        raise ValueError("the model is not fitted yet")
-    # One deepcopy of the whole model keeps the calibrator pointing at the same
-    # (copied) estimator, so replacing the step below updates both.
-    converted = copy.deepcopy(model)
-    estimator = converted.estimator_
-    if isinstance(estimator, Pipeline):
-        name, last = estimator.steps[-1]
-        if not isinstance(last, SVC) or last.kernel != "rbf":
-            raise ValueError(f"the model's classifier is {type(last).__name__}, not an RBF SVC")
-        estimator.steps[-1] = (name, VectorizedSVC.from_svc(last))
-    elif isinstance(estimator, SVC) and estimator.kernel == "rbf":
-        converted.estimator_ = VectorizedSVC.from_svc(estimator)
-        if getattr(converted, "calibrator_", None) is not None:
-            for calibrated in converted.calibrator_.calibrated_classifiers_:
-                calibrated.estimator.estimator = converted.estimator_
-    else:
-        raise ValueError(f"the model's classifier is {type(estimator).__name__}, not an RBF SVC")
-    return converted
-
-
-def prepare_for_deployment(model):
-    """A copy of a fitted ``ClassicModel`` with the fast prediction paths of this module.
-
-    - an RBF ``SVC`` becomes a :class:`VectorizedSVC` (same predictions).
-
-    Anything else is kept as it is; the copy's metadata records what changed.
-
-    Parameters
-    ----------
-    model : ClassicModel
-        A fitted model.
-
-    Returns
-    -------
-    ClassicModel
-    """
-    import copy
-
-    if not hasattr(model, "estimator_"):
-        raise ValueError("the model is not fitted yet")
-    changes = []
-    try:
-        converted = vectorize_svm_model(model)
-        changes.append("SVC -> VectorizedSVC")
-    except ValueError:
-        converted = copy.deepcopy(model)
-    converted.metadata = {**converted.metadata, "deployment": changes}
-    return converted
-
-
-def main(argv=None) -> int:
-    """``python -m fer_classic.deploy MODEL OUT``: write ``prepare_for_deployment(MODEL)`` to ``OUT``."""
-    import argparse
-    import sys
-
-    from .model import ClassicModel, ModelFileError
-
-    parser = argparse.ArgumentParser(prog="python -m fer_classic.deploy", description=main.__doc__)
-    parser.add_argument("model", help="a saved classical model (fer-bench run writes them under OUT/models)")
-    parser.add_argument("out", help="where to write the deployment copy")
-    args = parser.parse_args(argv)
-    try:
-        converted = prepare_for_deployment(ClassicModel.load(args.model))
-    except (ModelFileError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    path = converted.save(args.out)
-    print(f"{path}: {', '.join(converted.metadata['deployment']) or 'no change'}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    # Run through the package module, not this __main__ copy: otherwise the
-    # saved model would pickle its classes as __main__.VectorizedSVC ..., which
-    # no other process can load.
-    from fer_classic.deploy import main as _package_main
-
-    raise SystemExit(_package_main())
