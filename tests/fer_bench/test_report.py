@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import json
 import re
 import shutil
@@ -13,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from fer_bench.cli import cli
-from fer_bench.experiment.harness import save_predictions, write_json_atomic
+from fer_bench._core import write_json_atomic
+from fer_bench.experiment.harness import save_predictions
 from fer_bench.report import (
     CSV_COLUMNS,
     ReportError,
@@ -147,6 +149,18 @@ def test_report_files_are_self_contained(run_dir):
         assert (run_dir / link).is_file()
     assert "| 1 | cnn-vgg |" in markdown
     assert "cnn-seed (best deep)" in markdown
+
+
+def test_markdown_and_html_say_the_same_and_follow_the_resamples(run_dir):
+    result = write_report(run_dir, n_resamples=200)
+    markdown, page = result["markdown"].read_text(), result["html"].read_text()
+    for text in (markdown, page):
+        assert "95% bootstrap intervals (200 resamples)" in text
+        assert "1,000 resamples" not in text
+    # Both renderings come from one document: every heading and sentence of one is in the other.
+    headings = re.findall(r"^#+ (.+)$", markdown, re.MULTILINE)
+    assert headings == [html.unescape(h) for h in re.findall(r"<h\d>(.*?)</h\d>", page)]
+    assert "Valence confusion of hog__svm (best classical):" in page
 
 
 def test_records_json_and_csv(run_dir):
