@@ -34,6 +34,8 @@ _EXPORTS = {
     "LandmarkFeatures": "fer_classic.features",
     "make_features": "fer_classic.features",
     "FER2013_CLASSES": "fer_bench._core",
+    "encode_labels": "fer_bench._core",
+    "stratified_subset": "fer_bench._core",
 }
 
 __all__ = sorted(_EXPORTS)

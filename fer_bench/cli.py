@@ -46,8 +46,8 @@ def user_errors():
 
     SIGTERM (``kill PID``, a job scheduler stopping the run) is handled like
     Ctrl-C: the interrupt unwinds through joblib, which then stops its worker
-    processes.  Left to SIGTERM's default, the main process died at once and
-    its workers went on fitting, orphaned, until they finished.
+    processes.  Left to SIGTERM's default, the main process would die at once and
+    its workers would go on fitting, orphaned, until they finished.
     """
     previous = None
     if threading.current_thread() is threading.main_thread():
