@@ -147,6 +147,7 @@ def test_full_preset_epochs_per_architecture():
 
     full = sweep.PRESETS["full"]
     assert sweep.cnn_epochs("seed", full) == fer_deep.DEFAULT_EPOCHS["seed"]
+    assert set(fer_deep.DEFAULT_EPOCHS) == set(fer_deep.ARCHITECTURE_NAMES)  # every CNN has its budget
     assert sweep.cnn_epochs("seed", full, override=3) == 3
     assert sweep.cnn_epochs("seed", sweep.PRESETS["quick"]) == 1
 

@@ -30,7 +30,16 @@ def test_architecture_gives_probabilities(built, name):
     proba = np.asarray(model.predict_on_batch(faces))
     assert proba.shape == (3, 7)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
-    assert (proba >= 0).all()
+    # The probabilities are a softmax of the last layer's scores: its activation is softmax, so
+    # scores taken before it and normalised by hand give the same rows.
+    last = model.layers[-1]
+    assert last.get_config().get("activation") == "softmax"
+    import keras
+
+    scores = np.asarray(keras.Model(model.inputs, last.input).predict_on_batch(faces)) @ np.asarray(
+        last.kernel) + np.asarray(last.bias)
+    expected = np.exp(scores - scores.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(proba, expected / expected.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
