@@ -240,8 +240,8 @@ def make_augmentation(params: dict, seed: int = 0):
     return keras.Sequential(steps, name="augmentation")
 
 
-def make_optimizer(params: dict, steps_per_epoch: int, epochs: int):
-    """The optimiser with its learning-rate schedule.
+def make_schedule(params: dict, steps_per_epoch: int, epochs: int):
+    """The learning rate: a number (constant, plateau) or a Keras schedule over the training steps.
 
     "cosine" decays to 1% over all epochs; "one_cycle" rises linearly from a
     25th of the peak rate to the peak over the first ``warmup`` fraction of
@@ -250,11 +250,17 @@ def make_optimizer(params: dict, steps_per_epoch: int, epochs: int):
     rate = params["learning_rate"]
     total = max(1, steps_per_epoch * epochs)
     if params["schedule"] == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=total, alpha=0.01)
-    elif params["schedule"] == "one_cycle":
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=total, alpha=0.01)
+    if params["schedule"] == "one_cycle":
         warmup = int(round(total * params["warmup"]))
-        rate = keras.optimizers.schedules.CosineDecay(rate / 25, decay_steps=max(1, total - warmup), alpha=1e-3,
+        return keras.optimizers.schedules.CosineDecay(rate / 25, decay_steps=max(1, total - warmup), alpha=1e-3,
                                                       warmup_target=rate, warmup_steps=warmup)
+    return rate
+
+
+def make_optimizer(params: dict, steps_per_epoch: int, epochs: int):
+    """The optimiser with its learning-rate schedule (:func:`make_schedule`)."""
+    rate = make_schedule(params, steps_per_epoch, epochs)
     decay = params.get("weight_decay") or None
     if params["optimizer"] == "sgd":
         return keras.optimizers.SGD(rate, momentum=params["momentum"], nesterov=params["nesterov"],
