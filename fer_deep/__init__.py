@@ -20,12 +20,14 @@ ARCHITECTURE_NAMES = {
     "seed": "classic tutorial CNN: 4 conv, dense 1024, dropout (about 63-66% on FER-2013)",
     "vgg": "VGG-style: 4 blocks of 3x3 conv + batch norm (64-512), dense 1024 x2 (Pramerdorfer & Kampel 2016 family)",
     "mobilenet_v2": "keras.applications.MobileNetV2 from scratch (or local weights) behind a 96x96 RGB stem",
+    "vgg_cpu": "CPU-budget VGG: 40x40 centre crop, 4 blocks of 2 conv + batch norm (32-256), global average pooling",
+    "resnet_cpu": "CPU-budget ResNet: 40x40 centre crop, basic residual blocks (32-256), global average pooling",
 }
 """Architecture name -> one-line description; the keys equal :data:`fer_deep.architectures.ARCHITECTURES`'s."""
 
 # seed: capped at 50 epochs, its PublicTest accuracy was still rising (61.4% at epoch 48, training
 # accuracy 74%), so the cap, not early stopping, ended it; at 1e-4 constant it needs more room.
-DEFAULT_EPOCHS = {"seed": 100, "vgg": 60, "mobilenet_v2": 40}
+DEFAULT_EPOCHS = {"seed": 100, "vgg": 60, "mobilenet_v2": 40, "vgg_cpu": 30, "resnet_cpu": 30}
 """Maximum training epochs per architecture (early stopping on validation usually ends sooner)."""
 
 DEEP_EXTRA_HINT = "pip install 'fer-bench[deep]'"

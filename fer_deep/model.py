@@ -51,6 +51,47 @@ def library_versions() -> dict:
     return versions
 
 
+TTA_MODES = (False, "flip", "ten_crop")
+
+
+def check_tta(tta):
+    """Normalise a test-time augmentation setting: ``True`` means ``"flip"``; unknown values are an error."""
+    if tta is True:
+        return "flip"
+    if tta in (False, None, "none", ""):
+        return False
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose from none, flip, ten_crop")
+    return tta
+
+
+def crop_shifts(X: np.ndarray, margin: int) -> list:
+    """The face stack shifted so a network's centre window sees its centre and four corner windows.
+
+    A network that cuts the centre ``(h - 2 margin)`` square of its input sees,
+    on a face rolled by ``(dy, dx)`` with ``|dy|, |dx| <= margin``, the window
+    of the original face offset by ``(-dy, -dx)``; the rows and columns that
+    the roll wraps around fall outside that window.
+
+    Parameters
+    ----------
+    X : array (n, h, w)
+        Faces.
+    margin : int
+        Pixels between the face's border and the network's centre window; at least 1.
+
+    Returns
+    -------
+    list of array (n, h, w)
+        Centre, then the top-left, top-right, bottom-left and bottom-right windows.
+    """
+    if margin < 1:
+        raise ValueError("ten-crop test-time augmentation needs a network that sees a centre crop of the face "
+                         "(vgg_cpu, resnet_cpu); use tta='flip' for this one")
+    offsets = [(0, 0), (margin, margin), (margin, -margin), (-margin, margin), (-margin, -margin)]
+    return [np.roll(X, offset, axis=(1, 2)) for offset in offsets]
+
+
 class DeepModel:
     """A Keras CNN on 48x48 gray faces, trained with augmentation and selected on a validation split.
 
@@ -67,8 +108,11 @@ class DeepModel:
         Label names in label order.
     seed : int
         Seed of weights, shuffling and augmentation.
-    tta : bool
-        Test-time augmentation: average the probabilities of each face and its mirror image.
+    tta : bool or str
+        Test-time augmentation: ``False`` (none), ``"flip"`` (or ``True``:
+        average each face with its mirror image) or ``"ten_crop"`` (average
+        the four corner windows, the centre window and their mirror images;
+        for the networks that cut a centre crop, see :func:`crop_shifts`).
     arch_params : dict, optional
         Keyword arguments of the architecture builder.
     train_params : dict, optional
@@ -90,7 +134,7 @@ class DeepModel:
         self.batch_size = int(batch_size)
         self.classes_ = tuple(classes)
         self.seed = seed
-        self.tta = bool(tta)
+        self.tta = check_tta(tta)
         self.arch_params = dict(arch_params or {})
         self.train_params = dict(train_params or {})
         self.verbose = verbose
@@ -198,7 +242,7 @@ class DeepModel:
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(n, k)``, columns in ``classes_`` order.
 
-        With ``tta``, the average over each face and its horizontal mirror.
+        With ``tta``, the average over the face's views (mirror image; corner and centre windows).
         """
         self._check_fitted()
         X = self._check_faces(X)
@@ -206,10 +250,22 @@ class DeepModel:
             raise ValueError(f"faces must be {self.input_shape_[0]}x{self.input_shape_[1]}, got {X.shape[1:]}")
         if len(X) == 0:
             return np.zeros((0, len(self.classes_)))
-        proba = self._forward(X)
-        if self.tta:
-            proba = (proba + self._forward(X[:, :, ::-1])) / 2
-        return proba
+        if not self.tta:
+            return self._forward(X)
+        views = [X, X[:, :, ::-1]]
+        if self.tta == "ten_crop":
+            views = [mirrored for shifted in crop_shifts(X, self.crop_margin()) for mirrored in
+                     (shifted, shifted[:, :, ::-1])]
+        return sum(self._forward(view) for view in views) / len(views)
+
+    def crop_margin(self) -> int:
+        """Pixels between the face's border and the centre window the network sees (0: it sees the whole face)."""
+        self._check_fitted()
+        try:
+            crop = self.model_.get_layer("centre_crop")
+        except ValueError:
+            return 0
+        return (int(self.model_.input_shape[1]) - int(crop.height)) // 2
 
     def predict(self, X) -> np.ndarray:
         """Label names of faces ``X`` (the most probable class)."""
