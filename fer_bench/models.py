@@ -30,22 +30,28 @@ def model_family(path) -> str:
     # classical model.
     from fer_deep.model import is_deep_model_file
 
+    from .ensemble import is_ensemble_file
+
+    if is_ensemble_file(path):
+        return "ensemble"
     return "deep" if is_deep_model_file(path) else "classic"
 
 
-def load_model(path):
+def load_model(path, *, trust: bool = False):
     """Load a saved model of either family.
 
     Parameters
     ----------
     path : path
-        A file written by ``ClassicModel.save`` or ``DeepModel.save``.
+        A file written by ``ClassicModel.save``, ``DeepModel.save`` or ``EnsembleModel.save``.
+    trust : bool
+        Passed on to the loaders of classical models (and an ensemble's members).
 
     Returns
     -------
-    ClassicModel or DeepModel
-        Both offer ``predict``, ``predict_proba``, ``classes_`` and ``metadata``;
-        ``model.family`` is ``"classic"`` or ``"deep"``.
+    ClassicModel, DeepModel or EnsembleModel
+        All offer ``predict``, ``predict_proba``, ``classes_`` and ``metadata``;
+        ``model.family`` is ``"classic"``, ``"deep"`` or ``"ensemble"``.
 
     Raises
     ------
@@ -56,7 +62,12 @@ def load_model(path):
     fer_deep.DeepDependencyError
         A deep model while Keras is not installed (``pip install 'fer-bench[deep]'``).
     """
-    if model_family(path) == "deep":
+    family = model_family(path)
+    if family == "ensemble":
+        from .ensemble import EnsembleModel
+
+        return EnsembleModel.load(path, trust=trust)
+    if family == "deep":
         from fer_deep.model import DeepModel
 
         return DeepModel.load(path)
