@@ -617,5 +617,80 @@ def predict(model_path, paths, webcam, detector, min_face, max_side, every, batc
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def _size_option(ctx, param, value):
+    from .serve import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@cli.command("serve")
+@click.option("--model", "model_path", metavar="PATH", type=click.Path(path_type=Path), required=True,
+              help="The model file (a .joblib classical model or a .zip CNN).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; 0.0.0.0 makes the server reachable from other machines.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True,
+              help="Port to bind (0: any free port; the URL printed says which).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Prediction processes, each with the model loaded once.")
+@click.option("--queue", type=click.IntRange(min=0), default=8, show_default=True, metavar="N",
+              help="Predictions that may wait for a worker; more get 503 with Retry-After.")
+@click.option("--max-upload", default="10MB", show_default=True, callback=_size_option, metavar="SIZE",
+              help="Largest image accepted (e.g. 10MB, 512KB; a bare number is MB); larger get 413.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Largest image in pixels, read from its header before decoding [default: 150 million].")
+@click.option("--detector", type=click.Choice(list(DETECTORS)), default=DEFAULT_DETECTOR, show_default=True,
+              help="Face detector.")
+@click.option("--min-face", type=click.IntRange(min=1), default=DEFAULT_MIN_FACE, show_default=True, metavar="N",
+              help="Smallest face reported, in pixels.")
+@click.option("--max-side", type=click.IntRange(min=64), default=DEFAULT_MAX_SIDE, show_default=True, metavar="N",
+              help="Larger photos are searched downscaled to this longest side.")
+def serve(model_path, host, port, workers, queue, max_upload, max_pixels, detector, min_face, max_side):
+    """Serve a web page and a JSON API that find faces and classify their expressions.
+
+    \b
+    GET  /              upload a photo, or turn on the camera
+    POST /api/predict   multipart field 'image', or raw image bytes: the records of 'fer-bench predict'
+    GET  /api/model     the model's name, classes and recorded scores
+    GET  /healthz       liveness
+
+    Runs on waitress (a production WSGI server) until Ctrl-C.  Each request
+    logs its route, status, size and time on stderr, nothing it contains.
+    """
+    import logging
+
+    from .predict import MAX_IMAGE_PIXELS, PredictOptions
+    from .serve import ServeLimits, serve as run_server
+
+    options = PredictOptions(detector=detector, min_face=min_face, max_side=max_side)
+    limits = ServeLimits(workers=workers, queue=queue, max_upload=max_upload,
+                         max_pixels=max_pixels or MAX_IMAGE_PIXELS)
+
+    def ready(url):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log = logging.getLogger("fer_bench.serve")
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        click.echo(f"fer-bench: serving {model_path} on {url} ({workers} worker(s), queue {queue}); Ctrl-C stops",
+                   err=True)
+        click.echo(url)
+
+    with user_errors():
+        try:
+            run_server(model_path, host=host, port=port, limits=limits, options=options, ready=ready)
+        except OSError as error:
+            raise UserError(f"cannot serve on {host}:{port} ({error.strerror or error})") from None
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while starting: how a server is stopped, not a failure
+            pass
+    # waitress returns from its loop on Ctrl-C (and SIGTERM, which user_errors turns into one)
+    click.echo("fer-bench: server stopped", err=True)
+
+
 if __name__ == "__main__":
     main()

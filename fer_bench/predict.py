@@ -224,23 +224,44 @@ def draw_records(image, records) -> np.ndarray:
 # --------------------------------------------------------------------------- photos
 
 
-def _header_size(path: Path):
-    """(width, height) from the file header without decoding, or None if unknown; inf x inf if absurdly large."""
+def image_header_size(source):
+    """(width, height) from an image's header without decoding it; None if the format is unknown.
+
+    ``source`` is a path or the file's bytes.  An image Pillow itself finds
+    absurdly large (a decompression bomb) is reported as ``(inf, inf)``.
+    """
     try:
         import warnings
 
         from PIL import Image
     except ImportError:
         return None
+    if isinstance(source, (bytes, bytearray, memoryview, np.ndarray)):
+        import io
+
+        source = io.BytesIO(bytes(source))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own limit
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 return image.size
     except Image.DecompressionBombError:
         return (math.inf, math.inf)
     except Exception:  # not a format Pillow knows: OpenCV may still decode it
         return None
+
+
+class ImageTooLargeError(InputError):
+    """A photo whose header announces more pixels than the limit; refused before it is decoded."""
+
+
+def check_image_size(name, size, *, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Raise :class:`ImageTooLargeError` naming ``name`` if ``size`` = (width, height) exceeds ``max_pixels``."""
+    if size is not None and size[0] * size[1] > max_pixels:
+        shown = "more than 178" if math.isinf(size[0]) else f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f}"
+        raise ImageTooLargeError(
+            f"{name}: image too large ({shown} megapixels; the limit is {max_pixels / 1e6:.0f}); downscale it first"
+        )
 
 
 def _read_bytes(path: Path) -> np.ndarray:
@@ -255,27 +276,41 @@ def _read_bytes(path: Path) -> np.ndarray:
     return data
 
 
-def read_image(path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode a photo to a BGR (or gray) array; :class:`InputError` naming the file if it cannot be."""
+def decode_image(data, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an encoded photo (bytes or a uint8 array) to a BGR array; :class:`InputError` naming ``name``.
+
+    The header's dimensions are checked against ``max_pixels`` before anything is decoded.
+    """
     import cv2
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    data = _read_bytes(path)
-    size = _header_size(path)
-    if size is not None and size[0] * size[1] > max_pixels:
-        shown = "more than 178" if math.isinf(size[0]) else f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f}"
-        raise InputError(
-            f"{path}: image too large ({shown} megapixels; the limit is {max_pixels / 1e6:.0f}); downscale it first"
-        )
+    data = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    if data.size == 0:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    check_image_size(name, image_header_size(data), max_pixels=max_pixels)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as error:  # OpenCV refuses images above its own pixel limit this way
-        raise InputError(f"{path}: cannot be decoded ({str(error).strip().splitlines()[-1]})") from None
+        raise InputError(f"{name}: cannot be decoded ({str(error).strip().splitlines()[-1]})") from None
     if image is None:
-        raise InputError(f"{path}: not an image OpenCV can decode (corrupt, truncated or another kind of file)")
+        raise InputError(f"{name}: not an image OpenCV can decode (corrupt, truncated or another kind of file)")
     return image
+
+
+def read_image(path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode a photo to a BGR (or gray) array; :class:`InputError` naming the file if it cannot be."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    return decode_image(_read_bytes(path), str(path), max_pixels=max_pixels)
+
+
+def predict_array(model, image, *, source: str, options: PredictOptions | None = None) -> list:
+    """Records for every face in one decoded photo (BGR, BGRA or gray array), or one no-face record.
+
+    The photo path of ``fer-bench predict`` and the server's ``/api/predict``
+    both end here, so they answer the same records for the same picture.
+    """
+    return _classify_images(model, [image], [source], options or PredictOptions())[0]
 
 
 def predict_image(model, path, *, options: PredictOptions | None = None, source: str | None = None,
@@ -300,7 +335,7 @@ def predict_image(model, path, *, options: PredictOptions | None = None, source:
     options = options or PredictOptions()
     image = read_image(path, max_pixels=options.max_pixels)
     _note_downscale(path, image.shape, options, warn)
-    records = _classify_images(model, [image], [source or str(path)], options)[0]
+    records = predict_array(model, image, source=source or str(path), options=options)
     if annotate_to is not None:
         _write_image(annotate_to, draw_records(image, records))
     return records
