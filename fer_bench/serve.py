@@ -38,6 +38,7 @@ import io
 import logging
 import math
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -63,6 +64,16 @@ PREDICT_TIMEOUT = 120.0
 """Seconds a request waits for its prediction before it is answered 504."""
 RETRY_AFTER = 1
 """Seconds a refused (503) client is asked to wait."""
+
+
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 STATIC_DIR = Path(__file__).with_name("serve_static")
 
 logger = logging.getLogger("fer_bench.serve")
@@ -105,9 +116,18 @@ class Refusal(Exception):
 _WORKER: dict = {}
 
 
-def _start_worker(model_path: str, options: PredictOptions) -> None:
-    """Initializer of a worker process: load the model once; a failure is kept and raised by each call."""
+def _start_worker(model_path: str, options: PredictOptions, threads: int) -> None:
+    """Initializer of a worker process: load the model once; a failure is kept and raised by each call.
+
+    OpenCV and the BLAS libraries get ``threads`` threads each, so that the
+    workers together use the machine's cores without oversubscribing them.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    cv2.setNumThreads(threads)
+    _WORKER["thread_limits"] = threadpool_limits(threads)  # in force for the life of the process
     _WORKER["options"] = options
     try:
         _WORKER["model"] = _load(model_path)
@@ -192,7 +212,8 @@ class WorkerPool:
         # spawn, not fork: the server process runs threads, and a forked copy of
         # a threaded process (or of one that imported TensorFlow) can deadlock.
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(self.model_path, self.options))
+                                   initializer=_start_worker,
+                                   initargs=(self.model_path, self.options, max(1, cpu_count() // self.workers)))
 
     def _warm(self, executor) -> dict:
         # As many tasks as workers at once: the executor starts a process for each.
