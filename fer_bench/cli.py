@@ -416,18 +416,22 @@ def compare(run_dir, models, resamples):
 @cli.command("deploy")
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-def deploy(model_path, out):
+@click.option("--trust", is_flag=True,
+              help="Allow a pickle (joblib) MODEL: loading one runs any code it holds, so only for trusted files.")
+def deploy(model_path, out, trust):
     """Write a copy of the classical MODEL with fast prediction paths to OUT, without retraining.
 
     An RBF SVC becomes a VectorizedSVC (kernel by matrix products instead of
     libsvm's per-pair loop): the same predictions and probabilities, several
     times faster batched.  Any other model is copied as it is.  Prints what
-    changed on stderr.
+    changed on stderr.  OUT is a skops file, which loads without running code,
+    so this also turns a trusted joblib model of an earlier fer-bench into
+    one that anybody can load safely.
     """
     from fer_classic.model import ClassicModel, prepare_for_deployment
 
     with user_errors():
-        converted = prepare_for_deployment(ClassicModel.load(model_path))
+        converted = prepare_for_deployment(ClassicModel.load(model_path, trust=trust))
     path = converted.save(out)
     click.echo(f"{path}: {', '.join(converted.metadata['deployment']) or 'no change'}", err=True)
 

@@ -182,7 +182,7 @@ class EnsembleModel:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-ensemble-") as scratch:
             files = []
             for index, (name, member) in enumerate(zip(self.names, self.members)):
-                suffix = ".zip" if member.family in ("deep", "ensemble") else ".joblib"
+                suffix = ".zip" if member.family in ("deep", "ensemble") else ".skops"
                 saved = member.save(Path(scratch) / f"{index}{suffix}")
                 files.append((f"members/{index}-{_file_safe(name)}{suffix}", saved))
             description = {
@@ -200,10 +200,11 @@ class EnsembleModel:
         return path
 
     @classmethod
-    def load(cls, path, *, trust: bool = False) -> "EnsembleModel":
-        """Load an ensemble written by :meth:`save`; ``trust`` is passed on to each member's loader."""
-        from .models import load_model
+    def load(cls, path, *, load_member) -> "EnsembleModel":
+        """Load an ensemble written by :meth:`save`, each member with ``load_member(path)``.
 
+        :func:`fer_bench.models.load_model` is the usual entry point; it passes itself here.
+        """
         path = Path(path)
         info = read_ensemble_metadata(path)
         members = []
@@ -213,7 +214,7 @@ class EnsembleModel:
                     raise EnsembleFileError(f"{path}: the ensemble lacks its member {member_name}; the file is damaged")
                 target = Path(scratch) / Path(member_name).name
                 target.write_bytes(bundle.read(member_name))
-                members.append(load_model(target, trust=trust))
+                members.append(load_member(target))
         try:
             model = cls(members, names=info["names"], weights=info["weights"], metadata=info.get("metadata"))
         except ValueError as error:

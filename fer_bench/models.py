@@ -1,6 +1,7 @@
 """Load any saved fer-bench model, classical or deep, from its file alone.
 
-A classical model is a joblib file (:class:`fer_classic.model.ClassicModel`);
+A classical model is a skops file (:class:`fer_classic.model.ClassicModel`; a
+joblib file of the first format loads only when trusted);
 a deep model is a zip holding a Keras model and its metadata
 (:class:`fer_deep.model.DeepModel`).  :func:`load_model` tells them apart by
 their content, not their name, and imports the deep path only for a deep
@@ -66,9 +67,9 @@ def load_model(path, *, trust: bool = False):
     if family == "ensemble":
         from .ensemble import EnsembleModel
 
-        return EnsembleModel.load(path, trust=trust)
+        return EnsembleModel.load(path, load_member=lambda member: load_model(member, trust=trust))
     if family == "deep":
         from fer_deep.model import DeepModel
 
         return DeepModel.load(path)
-    return ClassicModel.load(path)
+    return ClassicModel.load(path, trust=trust)

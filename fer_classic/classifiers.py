@@ -40,7 +40,10 @@ def make_svm(*, C=10.0, gamma="scale", pca_components=200, whiten=False, class_w
     return Pipeline([
         ("scale", StandardScaler()),
         ("reduce", _reduce(pca_components, seed, whiten)),
-        ("svc", SVC(kernel="rbf", C=C, gamma=gamma, class_weight=class_weight, cache_size=1000, random_state=seed)),
+        # break_ties: predict is the argmax of the one-vs-rest decision values (votes, ties broken by
+        # confidence), so probabilities calibrated from those values name the same class.
+        ("svc", SVC(kernel="rbf", C=C, gamma=gamma, class_weight=class_weight, cache_size=1000, break_ties=True,
+                    random_state=seed)),
     ])
 
 

@@ -482,6 +482,47 @@ def _fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
     return float(np.exp((low + high) / 2))
 
 
+class SoftmaxCalibrator(ClassifierMixin, BaseEstimator):
+    """Probabilities ``softmax(t * decision_function)`` of a fitted classifier, ``t`` fitted for log loss.
+
+    A single positive temperature keeps each row's order, so the most
+    probable class is the one the classifier's decision values rank first:
+    ``argmax(predict_proba)`` equals the classifier's own ``predict`` for
+    classifiers whose ``predict`` is the argmax of ``decision_function``
+    (one-vs-rest linear SVMs, and RBF SVMs with ``break_ties=True``).
+    Per-class sigmoid calibration (Platt scaling) does not keep that order,
+    and its argmax is a worse rule: 2 points less accurate for the RBF SVM on
+    FER-2013 HOG + LBP + landmarks.
+
+    Parameters
+    ----------
+    estimator : fitted classifier
+        Has ``decision_function`` (shape ``(n, n_classes)``) and ``classes_``.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y):
+        """Fit the temperature on held-out rows ``X`` with labels ``y`` (values of ``estimator.classes_``)."""
+        self.classes_ = np.asarray(self.estimator.classes_)
+        scores = np.asarray(self.estimator.decision_function(X), dtype=np.float64)
+        y_index = np.searchsorted(self.classes_, np.asarray(y))
+        self.temperature_ = _fit_temperature(scores, y_index)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)``."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "temperature_")
+        return _softmax(np.asarray(self.estimator.decision_function(X), dtype=np.float64) * self.temperature_)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row."""
+        return self.classes_.take(np.argmax(self.predict_proba(X), axis=1))
+
+
 def make_ls_svm(*, n_components=6000, pca_components=200, gamma_scale=1.0, alpha=0.01, seed=0):
     """Registry builder for :class:`FixedSizeLSSVM` (standardising and PCA are inside it).
 

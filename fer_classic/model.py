@@ -22,11 +22,27 @@ from fer_bench import _core
 from fer_bench._core import FER2013_CLASSES, encode_labels
 
 from .classifiers import check_classifier_name, make_classifier
-from .estimators import VectorizedSVC
+from .estimators import SoftmaxCalibrator, VectorizedSVC
 from .features import make_features, parse_feature_spec
 
 MODEL_FORMAT = "fer-bench-model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
+"""Version 2: a skops file (no code runs on loading).  Version 1: a joblib pickle, loaded only when trusted."""
+PICKLE_FORMAT_VERSION = 1
+MODEL_SUFFIX = ".skops"
+
+TRUSTED_TYPES = frozenset({
+    "fer_classic.model.ClassicModel",
+    "fer_classic.features.HOGFeatures",
+    "fer_classic.features.LBPFeatures",
+    "fer_classic.features.LandmarkFeatures",
+    "fer_classic.estimators.FixedSizeLSSVM",
+    "fer_classic.estimators.VectorizedSVC",
+    "fer_classic.estimators.SoftmaxCalibrator",
+    "sklearn.tree._tree.Tree",
+})
+"""Types a classical model file may hold beyond those skops trusts itself (NumPy, SciPy, scikit-learn
+estimators).  Each is a plain data holder: rebuilding it sets attributes and runs none of its methods."""
 
 LEGACY_MODULES = {"fer_classic.deploy": "fer_classic.estimators"}
 """Module paths that model files saved by earlier layouts name -> the module that holds those classes now."""
@@ -107,9 +123,6 @@ class ClassicModel:
             this model's extractor (the harness caches them); skips extraction,
             and ``X`` then only needs one face to fix the input shape.
         """
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.frozen import FrozenEstimator
-
         X = np.asarray(X)
         y = encode_labels(y, self.classes_)
         n_given = len(features) if features is not None else len(X)
@@ -124,29 +137,16 @@ class ClassicModel:
         self.estimator_.fit(F, y)
         self.calibrator_ = None
         if not hasattr(self.estimator_, "predict_proba"):
-            y_val = encode_labels(validation[1], self.classes_) if validation is not None else None
-            if y_val is not None and set(np.unique(y_val)) != set(np.unique(y)):
-                # sklearn's calibrator sizes its output by the classes in the validation
-                # labels, so a validation set missing a class cannot calibrate the model.
-                import warnings
-
-                missing = [self.classes_[i] for i in sorted(set(np.unique(y)) - set(np.unique(y_val)))]
-                warnings.warn(
-                    f"validation set has no faces of {', '.join(missing)}; "
-                    "calibrating probabilities by cross-validation on the training set instead",
-                    stacklevel=2,
-                )
-                validation = None
+            # Probabilities from the decision values at one fitted temperature: their argmax is
+            # the classifier's own decision.  Fitted on the validation faces when given (the
+            # training faces' decision values are overconfident).
             if validation is not None:
-                X_val = validation[0]
-                F_val = validation_features if validation_features is not None else self.extractor_.transform(X_val)
-                self.calibrator_ = CalibratedClassifierCV(FrozenEstimator(self.estimator_), method="sigmoid")
-                self.calibrator_.fit(F_val, y_val)
+                F_cal = validation_features if validation_features is not None else \
+                    self.extractor_.transform(np.asarray(validation[0]))
+                y_cal = encode_labels(validation[1], self.classes_)
             else:
-                folds = 3
-                base = make_classifier(self.classifier, self.classifier_params, seed=self.seed)
-                _fit_pca_to_data(base, len(F) * (folds - 1) // folds, F.shape[1])  # each fold fits on 2/3
-                self.calibrator_ = CalibratedClassifierCV(base, method="sigmoid", cv=folds).fit(F, y)
+                F_cal, y_cal = F, y
+            self.calibrator_ = SoftmaxCalibrator(self.estimator_).fit(F_cal, y_cal)
         self.n_train_ = len(y)
         return self
 
@@ -162,10 +162,20 @@ class ClassicModel:
         return self.extractor_.transform(np.asarray(X))
 
     def predict(self, X, *, features=None) -> np.ndarray:
-        """Label names of faces ``X`` (the classifier's own decision)."""
+        """Label names of faces ``X``: the most probable class of :meth:`predict_proba`.
+
+        That is the classifier's own decision too (see
+        :class:`fer_classic.estimators.SoftmaxCalibrator`).  Models saved in
+        format version 1 calibrated SVMs per class, whose argmax differs from
+        the SVM's decision; for them the SVM's decision is returned, as when
+        they were scored.
+        """
         self._check_fitted()
         F = features if features is not None else self.transform(X)
-        return np.asarray(self.classes_)[self.estimator_.predict(F)]
+        calibrator = getattr(self, "calibrator_", None)
+        if calibrator is not None and not isinstance(calibrator, SoftmaxCalibrator):
+            return np.asarray(self.classes_)[self.estimator_.predict(F)]
+        return np.asarray(self.classes_)[np.argmax(self.predict_proba(None, features=F), axis=1)]
 
     def predict_proba(self, X, *, features=None) -> np.ndarray:
         """Class probabilities (n, k), columns in ``classes_`` order."""
@@ -180,8 +190,8 @@ class ClassicModel:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path) -> Path:
-        """Write the model as one joblib file, atomically; returns the path."""
-        import joblib
+        """Write the model as one skops file (loading it runs no code), atomically; returns the path."""
+        import skops.io
 
         self._check_fitted()
         path = Path(path)
@@ -192,14 +202,23 @@ class ClassicModel:
             "versions": library_versions(),
             "model": self,
         }
-        with _core.replacing(path, suffix=".tmp") as tmp:  # joblib reads no compressor from '.tmp'
-            joblib.dump(payload, tmp, compress=3)
+        with _core.replacing(path, suffix=".tmp") as tmp:
+            skops.io.dump(payload, tmp)
         return path
 
     @classmethod
-    def load(cls, path) -> "ClassicModel":
-        """Load a model written by :meth:`save`; a wrong file or version is a clear error."""
-        payload = read_model_payload(path)
+    def load(cls, path, *, trust: bool = False) -> "ClassicModel":
+        """Load a model written by :meth:`save`; a wrong file or version is a clear error.
+
+        Parameters
+        ----------
+        path : path
+            A skops model file, or (with ``trust``) a joblib file of format version 1.
+        trust : bool
+            Allow a joblib (pickle) file.  Unpickling runs whatever code the
+            file holds, so pass it only for files from a source you trust.
+        """
+        payload = read_model_payload(path, trust=trust)
         if payload["family"] != cls.family:
             raise ModelFileError(f"{path}: a {payload['family']} model, not a classical one")
         return payload["model"]
@@ -242,32 +261,41 @@ def legacy_module_names():
             sys.modules.pop(old, None)
 
 
-def read_model_payload(path) -> dict:
-    """Open a fer-bench joblib model file and check its format and library versions."""
-    import warnings
+def read_model_payload(path, *, trust: bool = False) -> dict:
+    """Open a fer-bench classical model file and check its format and library versions.
 
-    import joblib
+    A skops file is read only if every type it holds is one skops trusts or
+    one of :data:`TRUSTED_TYPES`; a joblib (pickle) file only with ``trust``,
+    and then with a warning.
+    """
+    import warnings
+    import zipfile
+
     import sklearn
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
-    try:
-        with warnings.catch_warnings(), legacy_module_names():
-            warnings.simplefilter("ignore")  # version mismatches are reported below, in words
-            payload = joblib.load(path)
-    except ModuleNotFoundError as error:
-        raise ModelFileError(f"{path}: the model needs the module {error.name!r}, which is not installed") from None
-    except Exception as error:  # joblib raises many types on foreign bytes
+    if zipfile.is_zipfile(path):
+        payload = _read_skops(path)
+    elif not _looks_like_pickle(path):
+        raise ModelFileError(f"{path}: not a fer-bench model file; train one with `fer-bench run`")
+    elif not trust:
         raise ModelFileError(
-            f"{path}: not a fer-bench model file ({type(error).__name__}); train one with `fer-bench run`"
-        ) from None
+            f"{path}: a pickle (joblib) model file; loading one runs any code it holds, so fer-bench loads it only "
+            f"when you trust its source: pass --trust (trust=True in Python), or re-save it with `fer-bench deploy "
+            f"{path} OUT.skops --trust`"
+        )
+    else:
+        warnings.warn(f"{path}: loading a pickle (joblib) model file because it is trusted; unpickling runs any "
+                      f"code the file holds", stacklevel=3)
+        payload = _read_pickle(path)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a fer-bench model file; train one with `fer-bench run`")
-    if payload.get("format_version") != MODEL_FORMAT_VERSION:
+    if payload.get("format_version") not in (PICKLE_FORMAT_VERSION, MODEL_FORMAT_VERSION):
         raise ModelFileError(
-            f"{path}: model format version {payload.get('format_version')}, this fer-bench reads version "
-            f"{MODEL_FORMAT_VERSION}; retrain the model with this version"
+            f"{path}: model format version {payload.get('format_version')}, this fer-bench reads versions "
+            f"{PICKLE_FORMAT_VERSION} and {MODEL_FORMAT_VERSION}; retrain the model with this version"
         )
     saved = payload.get("versions", {}).get("scikit-learn", "")
     if saved.split(".")[:2] != sklearn.__version__.split(".")[:2]:
@@ -276,6 +304,55 @@ def read_model_payload(path) -> dict:
             f"install scikit-learn=={saved} or retrain the model"
         )
     return payload
+
+
+PICKLE_MAGIC = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00")
+"""First bytes of a pickle (protocol 2 and later) and of the compressed streams joblib writes (zlib, gzip,
+bz2, xz, lzma)."""
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as stream:
+        head = stream.read(6)
+    return head.startswith(PICKLE_MAGIC)
+
+
+def _read_skops(path: Path) -> dict:
+    import warnings
+
+    import skops.io
+
+    try:
+        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - TRUSTED_TYPES)
+    except Exception as error:  # skops raises many types on damaged or foreign zip files
+        raise ModelFileError(f"{path}: not a fer-bench model file ({type(error).__name__}); train one with "
+                             f"`fer-bench run`") from None
+    if untrusted:
+        raise ModelFileError(f"{path}: the file holds types fer-bench does not load: {', '.join(untrusted)}; "
+                             f"it was not loaded")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # version mismatches are reported by the caller, in words
+            return skops.io.load(path, trusted=sorted(TRUSTED_TYPES))
+    except Exception as error:
+        raise ModelFileError(f"{path}: the model cannot be read ({type(error).__name__}: {error})") from None
+
+
+def _read_pickle(path: Path) -> dict:
+    import warnings
+
+    import joblib
+
+    try:
+        with warnings.catch_warnings(), legacy_module_names():
+            warnings.simplefilter("ignore")
+            return joblib.load(path)
+    except ModuleNotFoundError as error:
+        raise ModelFileError(f"{path}: the model needs the module {error.name!r}, which is not installed") from None
+    except Exception as error:  # joblib raises many types on foreign bytes
+        raise ModelFileError(
+            f"{path}: not a fer-bench model file ({type(error).__name__}); train one with `fer-bench run`"
+        ) from None
 
 
 # --------------------------------------------------------------------------- converting saved models
@@ -316,8 +393,11 @@ def vectorize_svm_model(model):
         estimator.steps[-1] = (name, VectorizedSVC.from_svc(last))
     elif isinstance(estimator, SVC) and estimator.kernel == "rbf":
         converted.estimator_ = VectorizedSVC.from_svc(estimator)
-        if getattr(converted, "calibrator_", None) is not None:
-            for calibrated in converted.calibrator_.calibrated_classifiers_:
+        calibrator = getattr(converted, "calibrator_", None)
+        if isinstance(calibrator, SoftmaxCalibrator):
+            calibrator.estimator = converted.estimator_
+        elif calibrator is not None:  # per-class sigmoid calibration (format version 1)
+            for calibrated in calibrator.calibrated_classifiers_:
                 calibrated.estimator.estimator = converted.estimator_
     else:
         raise ValueError(f"the model's classifier is {type(estimator).__name__}, not an RBF SVC")

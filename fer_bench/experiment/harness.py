@@ -27,7 +27,7 @@ import numpy as np
 
 from fer_classic.classifiers import check_classifier_name
 from fer_classic.features import parse_feature_spec
-from fer_classic.model import ClassicModel, library_versions
+from fer_classic.model import MODEL_SUFFIX, ClassicModel, library_versions
 
 from .._core import replacing, write_json_atomic
 from ..metrics import classification_metrics
@@ -166,7 +166,7 @@ def time_prediction_isolated(model, X: np.ndarray, *, batch: int = 500, singles:
 
     with tempfile.TemporaryDirectory(prefix="fer-bench-timing-") as scratch:
         model_path = model.save(Path(scratch) / ("model.zip" if getattr(model, "family", "") == "deep"
-                                                 else "model.joblib"))
+                                                 else "model" + MODEL_SUFFIX))
         faces_path = Path(scratch) / "faces.npy"
         np.save(faces_path, np.asarray(X[: max(batch, singles)]))
         environment = {**os.environ, **ONE_THREAD_ENVIRONMENT}
@@ -298,7 +298,7 @@ def run_classic_cell(
         "scores": {k: scores[k] for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro")},
         "trained": started.isoformat(timespec="seconds"),
     }
-    return write_cell_outputs(out_dir, record, model, ".joblib", test.y, predicted, probabilities, wall_start)
+    return write_cell_outputs(out_dir, record, model, MODEL_SUFFIX, test.y, predicted, probabilities, wall_start)
 
 
 def cell_record(dataset, name: str, family: str, started, versions: dict, fields: dict) -> dict:

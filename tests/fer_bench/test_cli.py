@@ -83,7 +83,7 @@ def test_run_trains_scores_writes_record_and_model_then_resumes(runner, kaggle_d
     assert record["accuracy"] == 1.0  # the classes are plainly visible in the synthetic faces
     assert set(record["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
     assert sum(map(sum, record["confusion_matrix"])) == 21
-    assert (tmp_path / "out" / "models" / "hog__knn.joblib").stat().st_size == record["model_bytes"]
+    assert (tmp_path / "out" / "models" / "hog__knn.skops").stat().st_size == record["model_bytes"]
     assert sorted((s["params"]["n_neighbors"], s["params"]["whiten"]) for s in record["selection"]) == [
         (5, False), (5, True), (10, False), (10, True), (20, False), (20, True)
     ]

@@ -15,7 +15,7 @@ import pytest
 
 from fer_bench.models import load_model
 from fer_classic.estimators import FixedSizeLSSVM, VectorizedSVC
-from fer_classic.model import ClassicModel
+from fer_classic.model import ClassicModel, ModelFileError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -25,7 +25,10 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 def test_a_model_saved_by_the_old_layout_loads_and_predicts_as_before(name, estimator_type, tmp_path):
     faces = np.load(FIXTURES / "old_layout_ls_svm_expected.npz")["X"]
     expected = np.load(FIXTURES / f"{name}_expected.npz")
-    model = load_model(FIXTURES / f"{name}.joblib")
+    with pytest.raises(ModelFileError, match="pickle .joblib. model file; loading one runs any code"):
+        load_model(FIXTURES / f"{name}.joblib")
+    with pytest.warns(UserWarning, match="because it is trusted"):
+        model = load_model(FIXTURES / f"{name}.joblib", trust=True)
     assert isinstance(model, ClassicModel)
     estimator = model.estimator_.steps[-1][1] if hasattr(model.estimator_, "steps") else model.estimator_
     assert type(estimator) is estimator_type
@@ -33,10 +36,15 @@ def test_a_model_saved_by_the_old_layout_loads_and_predicts_as_before(name, esti
     np.testing.assert_allclose(model.predict_proba(faces), expected["proba"], rtol=1e-6, atol=1e-9)
     # The old module name is an alias only while a file loads; it does not stay importable.
     assert "fer_classic.deploy" not in sys.modules
-    # Saved again, the file names the new module.
-    again = ClassicModel.load(model.save(tmp_path / "again.joblib"))
+    # Saved again, it is a skops file (loads untrusted) that names the new module.
+    again = ClassicModel.load(model.save(tmp_path / "again.skops"))
     np.testing.assert_array_equal(again.predict(faces), expected["labels"])
-    assert not _pickles_a_class_of(tmp_path / "again.joblib", "fer_classic.deploy")
+    np.testing.assert_allclose(again.predict_proba(faces), expected["proba"], rtol=1e-6, atol=1e-9)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "again.skops") as bundle:
+        schema = bundle.read("schema.json").decode()
+    assert "fer_classic.deploy" not in schema and "fer_classic.estimators" in schema
     assert _pickles_a_class_of(FIXTURES / f"{name}.joblib", "fer_classic.deploy")
 
 

@@ -52,7 +52,7 @@ def model_path(tmp_path_factory):
     """A tiny HOG + SVM model on synthetic faces: its labels are meaningless, its interface is real."""
     X, y = synthetic_faces(140, seed=1)
     model = ClassicModel("hog", "svm", classifier_params={"pca_components": 20}).fit(X, y)
-    return model.save(tmp_path_factory.mktemp("model") / "tiny.joblib")
+    return model.save(tmp_path_factory.mktemp("model") / "tiny.skops")
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_real_classic_cells_then_resume_skips_them(tmp_path, monkeypatch):
     assert [(r["cell"], r["status"]) for r in records] == [("lbp__dt", "ok"), ("lbp__knn", "ok")]
     record = json.loads((tmp_path / "records" / "lbp__knn.json").read_text())
     assert record["predictions_path"] == "predictions/lbp__knn.npz"  # relative to the run folder
-    assert record["model_path"] == "models/lbp__knn.joblib"
+    assert record["model_path"] == "models/lbp__knn.skops"
     assert record["config"]["classifier"] == "knn" and record["preset"] == "full"
     assert record["peak_rss_bytes"] >= record["start_rss_bytes"] > 0
     assert any(line.startswith("[1/2 ") and "lbp__dt" in line for line in lines)

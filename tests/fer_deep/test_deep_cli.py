@@ -89,11 +89,11 @@ def test_explain_prints_json_and_writes_pictures(runner, face_image, tmp_path):
 
 def test_explain_errors_are_one_line(runner, face_image, tmp_path):
     X, y = synthetic_faces(14)
-    classic = ClassicModel("hog", "dt").fit(X, y).save(tmp_path / "hog__dt.joblib")
+    classic = ClassicModel("hog", "dt").fit(X, y).save(tmp_path / "hog__dt.skops")
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("hello")
     cases = [
-        ([str(classic), str(face_image)], "hog__dt.joblib: a classical model; explain needs a CNN"),
+        ([str(classic), str(face_image)], "hog__dt.skops: a classical model; explain needs a CNN"),
         ([str(tiny_model_file()), str(tmp_path / "none.png")], "none.png: no such image file"),
         ([str(tiny_model_file()), str(not_an_image)], "notes.png: cannot be decoded as an image"),
         ([str(tmp_path / "none.zip"), str(face_image)], "none.zip: no such model file"),

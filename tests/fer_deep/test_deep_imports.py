@@ -15,7 +15,7 @@ BACKENDS = ("keras", "tensorflow", "jax", "torch")
 
 def test_classic_path_and_cli_do_not_import_keras(kaggle_dir, tmp_path):
     X, y = synthetic_faces(14)
-    classic = ClassicModel("hog", "dt").fit(X, y).save(tmp_path / "hog__dt.joblib")
+    classic = ClassicModel("hog", "dt").fit(X, y).save(tmp_path / "hog__dt.skops")
     code = f"""
 import json, sys
 import fer_classic, fer_deep, fer_deep.model, fer_bench.cli, fer_bench.models

@@ -19,7 +19,7 @@ from fer_deep.model import DeepModel  # noqa: E402
 def classic_file(tmp_path_factory):
     X, y = synthetic_faces(28, seed=1)
     model = ClassicModel("hog", "dt").fit(X, y)
-    return model.save(tmp_path_factory.mktemp("classic") / "hog__dt.joblib")
+    return model.save(tmp_path_factory.mktemp("classic") / "hog__dt.skops")
 
 
 def test_dispatch_by_content(classic_file, tmp_path):
