@@ -248,7 +248,8 @@ def format_report(results: dict) -> str:
         "",
         "| run | requests | ok | 503 | errors | req/s | p50 ms | p95 ms | p99 ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| direct: decode + predict_array, one at a time, before and after | {direct['requests']} | {direct['requests']} | - | - | "
+        f"| direct: decode + predict_array, one at a time, before and after | {direct['requests']} | "
+        f"{direct['requests']} | - | - | "
         f"{direct['per_second']:.1f} | {_ms(direct['p50'])} | {_ms(direct['p95'])} | {_ms(direct['p99'])} |",
     ]
     for name, row in (("server, 1 client", single), (f"server, {load['clients']} clients", load)):
