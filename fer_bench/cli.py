@@ -635,7 +635,7 @@ def _size_option(ctx, param, value):
 
 @cli.command("serve")
 @click.option("--model", "model_path", metavar="PATH", type=click.Path(path_type=Path), required=True,
-              help="The model file (a .joblib classical model or a .zip CNN).")
+              help="A saved model file, classical or CNN (what fer-bench predict takes).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 makes the server reachable from other machines.")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True,

@@ -13,7 +13,7 @@ Endpoints::
     GET  /static/<file>    its script and style (nothing comes from a CDN)
     POST /api/predict      multipart field "image", or raw bytes with an image/* content type
     GET  /api/model        the model's name, classes, recorded scores and the server's limits
-    GET  /healthz          {"status": "ok"} while the workers answer
+    GET  /healthz          {"status": "ok", "admitted": N}: the server answers; N predictions running or waiting
 
 ``/api/predict`` answers ``{"records": [...], "width": W, "height": H}``
 where the records are exactly those ``fer-bench predict`` prints for the
@@ -116,13 +116,14 @@ class Refusal(Exception):
 _WORKER: dict = {}
 
 
-def _start_worker(model_path: str, options: PredictOptions, threads: int) -> None:
+def _start_worker(model_path: str, options: PredictOptions, threads: int, barrier) -> None:
     """Initializer of a worker process: load the model once; a failure is kept and raised by each call.
 
     OpenCV and the BLAS libraries get ``threads`` threads each, so that the
     workers together use the machine's cores without oversubscribing them.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
+    _WORKER["barrier"] = barrier
     import cv2
     from threadpoolctl import threadpool_limits
 
@@ -158,6 +159,9 @@ def _worker_model():
 
 
 def _worker_info(name: str) -> dict:
+    # Every worker waits here until all have come (each after loading the model), so the
+    # start-up's tasks reach every worker, one each.
+    _WORKER["barrier"].wait(timeout=PREDICT_TIMEOUT)
     return describe_model(_worker_model(), name)
 
 
@@ -211,12 +215,14 @@ class WorkerPool:
     def _start(self) -> ProcessPoolExecutor:
         # spawn, not fork: the server process runs threads, and a forked copy of
         # a threaded process (or of one that imported TensorFlow) can deadlock.
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker,
-                                   initargs=(self.model_path, self.options, max(1, cpu_count() // self.workers)))
+        context = multiprocessing.get_context("spawn")
+        threads = max(1, cpu_count() // self.workers)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(self.model_path, self.options, threads, context.Barrier(self.workers)))
 
     def _warm(self, executor) -> dict:
-        # As many tasks as workers at once: the executor starts a process for each.
+        # As many tasks as workers at once: the executor starts a process for each,
+        # and the barrier in _worker_info keeps one worker from taking two.
         futures = [executor.submit(_worker_info, self.name) for _ in range(self.workers)]
         return [future.result() for future in futures][0]
 
