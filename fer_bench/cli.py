@@ -551,9 +551,87 @@ def explain(model_path, image, out_dir, target):
 # --------------------------------------------------------------------------- predict
 
 
-@cli.command("predict")
+MODEL_SUFFIXES = (".skops", ".joblib", ".zip", ".onnx")
+"""Suffixes of model files: a first argument of ``predict`` with one of them is the model, not an input."""
+
+
+def model_and_inputs(model_option, paths) -> tuple:
+    """The model (a name or path) and the inputs of ``predict``: ``--model`` or a first PATH naming a model file."""
+    if model_option is None and paths and Path(paths[0]).suffix.lower() in MODEL_SUFFIXES:
+        return str(paths[0]), tuple(paths[1:])
+    from .models import default_model_name
+
+    return (model_option if model_option is not None else default_model_name()), tuple(paths)
+
+
+model_option = click.option(
+    "--model", "model_name", default=None, metavar="NAME|PATH",
+    help="A shipped model's name (see fer-bench models) or a model file [default: the shipped default model].")
+trust_option = click.option(
+    "--trust", is_flag=True,
+    help="Allow a pickle (joblib) model file: loading one runs any code it holds, so only for files you trust.")
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def models_command(as_json):
+    """List the trained models that ship with fer-bench, with their PrivateTest figures."""
+    import json
+
+    from .models import shipped_models
+
+    records = shipped_models()
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    if not records:
+        click.echo("no shipped model is installed", err=True)
+        return
+    rows = [("name", "family", "PrivateTest", "macro F1", "ms a face", "MB", "what it is")]
+    for record in records:
+        rows.append((record["name"] + (" (default)" if record.get("default") else ""), record["family"],
+                     f"{record['accuracy']:.2%}", f"{record.get('f1_macro', float('nan')):.2%}",
+                     f"{record.get('predict_ms_single', float('nan')):.2f}",
+                     f"{record.get('bytes', 0) / 1e6:.1f}", record.get("description", "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+@cli.command("export")
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
-@click.argument("paths", metavar="[PATH]...", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--format", "export_format", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="File format.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output file [default: MODEL with the format's suffix].")
+def export(model_path, export_format, out):
+    """Write a CNN (a Keras model file) as an ONNX file that ONNX Runtime runs without TensorFlow.
+
+    The test-time augmentation, classes and provenance travel in the file's
+    metadata; fer-bench predict and serve take the ONNX file as a model.
+    """
+    from .models import load_model
+
+    with user_errors():
+        model = load_model(model_path)
+        if getattr(model, "family", None) != "deep" or not hasattr(model, "model_"):
+            raise UserError(f"{model_path}: not a Keras CNN file; export takes what `fer-bench train cnn` saves")
+        target = out if out is not None else Path(model_path).with_suffix(".onnx")
+        if target.resolve() == Path(model_path).resolve():
+            raise UserError(f"--out {target} is the model file itself; choose another name")
+        from fer_deep.onnx_model import export_onnx
+
+        try:
+            path = export_onnx(model, target)
+        except (ImportError, ValueError) as error:
+            raise UserError(f"cannot export {model_path} to ONNX: {error}") from None
+    click.echo(str(path))
+
+
+@cli.command("predict")
+@click.argument("paths", metavar="[MODEL] [PATH]...", nargs=-1, type=click.Path(path_type=Path))
+@model_option
+@trust_option
 @click.option("--webcam", type=click.IntRange(min=0), default=None, metavar="INDEX",
               help="Also read the live camera INDEX (0: the first) until Ctrl-C or --max-frames.")
 @click.option("--detector", type=click.Choice(list(DETECTORS)), default=DEFAULT_DETECTOR, show_default=True,
@@ -578,9 +656,13 @@ def explain(model_path, image, out_dir, target):
               help="Write the records as CSV to this file.")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Write each photo and video with boxes and labels drawn under DIR.")
-def predict(model_path, paths, webcam, detector, min_face, max_side, every, batch_size, redetect, max_frames,
+def predict(paths, model_name, trust, webcam, detector, min_face, max_side, every, batch_size, redetect, max_frames,
             json_path, csv_path, annotate_dir):
     """Find faces in photos, folders (recursively), videos or a camera, and classify their expressions.
+
+    The model is --model (a shipped model's name or a file), or a first PATH
+    that is a model file (.skops, .joblib, .zip, .onnx), or else the shipped
+    default model.
 
     Prints one JSON line per face: file, frame and time (video), box
     [x, y, w, h] in original pixels, label, probabilities per class and
@@ -590,12 +672,13 @@ def predict(model_path, paths, webcam, detector, min_face, max_side, every, batc
     """
     from .predict import PredictOptions, RecordWriter, load_predict_model, predict_inputs
 
-    if not paths and webcam is None:
-        raise click.UsageError("give at least one PATH (photo, video or folder) or --webcam INDEX")
     options = PredictOptions(detector=detector, min_face=min_face, max_side=max_side, every=every,
                              batch_size=batch_size, max_frames=max_frames, redetect=redetect)
     with user_errors():
-        model = load_predict_model(model_path)
+        model_path, paths = model_and_inputs(model_name, paths)
+        if not paths and webcam is None:
+            raise click.UsageError("give at least one PATH (photo, video or folder) or --webcam INDEX")
+        model = load_predict_model(model_path, trust=trust)
         with contextlib.ExitStack() as stack:
             json_stream = csv_stream = None
             if json_path is not None:

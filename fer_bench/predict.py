@@ -88,14 +88,14 @@ class PredictOptions:
 # --------------------------------------------------------------------------- model
 
 
-def load_predict_model(path):
-    """Load a saved classical or deep model by its content (:func:`fer_bench.models.load_model`).
+def load_predict_model(path, *, trust: bool = False):
+    """Load a saved model by its content, or a shipped model by its name (:func:`fer_bench.models.load_model`).
 
-    Keras is imported only for a deep model file.
+    Keras is imported only for a Keras model file.
     """
     from .models import load_model
 
-    return load_model(path)
+    return load_model(path, trust=trust)
 
 
 # --------------------------------------------------------------------------- records

@@ -1,0 +1,135 @@
+"""Put a trained run cell's model into ``fer_bench/shipped/`` with the record of how it was made.
+
+::
+
+    python -m fer_bench.shipping RUN_DIR CELL NAME --data DATA --command "fer-bench run ..." \\
+        --description "..." [--default] [--onnx]
+
+The model file is copied (a Keras CNN is exported to ONNX with ``--onnx``, so
+it runs without TensorFlow), then scored again from the copy on the run's test
+split: the shipped record holds that score, which must equal the run
+record's (a mismatch stops the shipping).  The record also holds the command
+that trained the model, the code commit, the dataset's content key, the
+confusion matrix and the prediction cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._core import write_json_atomic
+from .models import SHIPPED_DIR, load_model
+
+RECORD_FIELDS = ("cell", "family", "dataset", "dataset_key", "split", "seed", "n_train", "n_test", "features",
+                 "feature_params", "classifier", "classifier_params", "chosen_params", "arch", "tta",
+                 "best_epoch", "epochs_run", "fit_seconds", "predict_ms_per_face", "predict_ms_single",
+                 "predict_threads", "accuracy", "f1_macro", "precision_macro", "recall_macro", "per_class",
+                 "confusion_matrix", "started", "versions")
+"""Fields of the run record that the shipped record keeps."""
+
+TOLERANCE = 0.0005
+"""Largest difference (a fraction: 0.05 point) allowed between the run's and the shipped file's accuracy."""
+
+
+def git_commit(folder) -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
+def ship(run_dir, cell: str, name: str, *, data, command: str, description: str, default: bool = False,
+         onnx: bool = False, commit: str | None = None) -> dict:
+    """Copy ``RUN_DIR/models/<cell>.*`` to the shipped folder as ``name`` and write its record.
+
+    Returns
+    -------
+    dict
+        The shipped record.
+    """
+    from .data import load_dataset
+    from .metrics import classification_metrics
+
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / "records" / f"{cell}.json").read_text())
+    source = Path(record["model_path"])
+    if not source.is_absolute():
+        source = run_dir / source
+    SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
+    if onnx:
+        from fer_deep.onnx_model import export_onnx
+
+        target = export_onnx(load_model(source), SHIPPED_DIR / f"{name}.onnx")
+    else:
+        target = SHIPPED_DIR / f"{name}{source.suffix}"
+        shutil.copyfile(source, target)
+
+    dataset = load_dataset(data)
+    if dataset.content_key != record["dataset_key"]:
+        raise SystemExit(f"{data} holds other faces than the run ({dataset.content_key} != {record['dataset_key']})")
+    shipped_model = load_model(target)
+    test = dataset.test
+    proba = shipped_model.predict_proba(test.X)
+    labels = shipped_model.predict(test.X)
+    names = np.asarray(shipped_model.classes_)
+    if not np.array_equal(labels, names[proba.argmax(axis=1)]):
+        raise SystemExit(f"{target}: predict and the argmax of predict_proba disagree")
+    index = {label: i for i, label in enumerate(names)}
+    scores = classification_metrics(test.y, np.array([index[label] for label in labels]), tuple(names))
+    if abs(scores["accuracy"] - record["accuracy"]) > TOLERANCE:
+        raise SystemExit(f"{target}: scores {scores['accuracy']:.4%} on {test.name}, the run recorded "
+                         f"{record['accuracy']:.4%}")
+    shipped = {
+        "name": name,
+        "family": record["family"],
+        "file": target.name,
+        "default": bool(default),
+        "description": description,
+        "command": command,
+        "commit": commit or git_commit(Path(__file__).parent),
+        "runtime": "onnxruntime" if onnx else ("keras" if record["family"] == "deep" else "scikit-learn"),
+        "test": test.name,
+        **{key: record[key] for key in RECORD_FIELDS if key in record},
+        "accuracy": scores["accuracy"],
+        "f1_macro": scores["f1_macro"],
+        "confusion_matrix": scores["confusion_matrix"],
+        "bytes": target.stat().st_size,
+    }
+    if default:  # one default: the others lose the mark
+        for other in SHIPPED_DIR.glob("*.json"):
+            info = json.loads(other.read_text())
+            if info.get("default") and info["name"] != name:
+                info["default"] = False
+                write_json_atomic(other, info, indent=1)
+    write_json_atomic(SHIPPED_DIR / f"{name}.json", shipped, indent=1)
+    return shipped
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_bench.shipping", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("cell")
+    parser.add_argument("name")
+    parser.add_argument("--data", required=True, help="The dataset the run used (its content key is checked).")
+    parser.add_argument("--command", required=True, help="The command that trained the model.")
+    parser.add_argument("--description", required=True)
+    parser.add_argument("--default", action="store_true", help="Make it the model predict uses by default.")
+    parser.add_argument("--onnx", action="store_true", help="Export a Keras CNN to ONNX.")
+    args = parser.parse_args(argv)
+    shipped = ship(args.run_dir, args.cell, args.name, data=args.data, command=args.command,
+                   description=args.description, default=args.default, onnx=args.onnx)
+    print(f"{shipped['name']}: {shipped['file']}, {shipped['accuracy']:.2%} on {shipped['test']}, "
+          f"{shipped['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A CNN exported to ONNX answers as the Keras model does, and runs without TensorFlow or Keras."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+pytest.importorskip("tf2onnx")
+pytest.importorskip("onnxruntime")
+
+from click.testing import CliRunner  # noqa: E402
+from conftest import synthetic_faces  # noqa: E402
+
+from fer_bench.cli import cli  # noqa: E402
+from fer_bench.models import load_model, model_family  # noqa: E402
+from fer_deep import DeepModelFileError  # noqa: E402
+from fer_deep.model import DeepModel  # noqa: E402
+from fer_deep.onnx_model import OnnxModel, export_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cnn_file(tmp_path_factory):
+    X, y = synthetic_faces(28, seed=7)
+    model = DeepModel("vgg_cpu", epochs=1, batch_size=14, verbose=0, tta="ten_crop",
+                      arch_params={"filters": (8, 8, 16, 16)}, metadata={"note": "tiny"})
+    model.fit(X, y)
+    return model.save(tmp_path_factory.mktemp("cnn") / "cnn.zip")
+
+
+def test_onnx_export_gives_the_keras_answers(cnn_file, tmp_path):
+    keras_model = DeepModel.load(cnn_file)
+    path = export_onnx(keras_model, tmp_path / "cnn.onnx")
+    onnx_model = load_model(path, threads=1)
+    assert model_family(path) == "onnx" and isinstance(onnx_model, OnnxModel)
+    assert onnx_model.classes_ == keras_model.classes_ and onnx_model.tta == "ten_crop"
+    assert onnx_model.metadata == {"note": "tiny"}
+    faces = synthetic_faces(40, seed=8)[0]
+    expected = keras_model.predict_proba(faces)
+    got = onnx_model.predict_proba(faces)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_array_equal(onnx_model.predict(faces), keras_model.predict(faces))
+    np.testing.assert_array_equal(onnx_model.predict(faces), np.asarray(onnx_model.classes_)[got.argmax(axis=1)])
+
+
+def test_export_command_and_its_errors(cnn_file, tmp_path):
+    from fer_classic.model import ClassicModel
+
+    done = CliRunner().invoke(cli, ["export", str(cnn_file), "--out", str(tmp_path / "m.onnx")])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == str(tmp_path / "m.onnx")
+    X, y = synthetic_faces(21)
+    classic = ClassicModel("hog", "knn").fit(X, y).save(tmp_path / "hog__knn.skops")
+    refused = CliRunner().invoke(cli, ["export", str(classic)])
+    assert refused.exit_code == 1
+    assert refused.stderr == f"fer-bench: error: {classic}: not a Keras CNN file; export takes what `fer-bench " \
+                             f"train cnn` saves\n"
+
+
+def test_a_foreign_onnx_file_is_refused(tmp_path):
+    path = tmp_path / "foreign.onnx"
+    path.write_bytes(b"not a graph")
+    with pytest.raises(DeepModelFileError, match="foreign.onnx: not a readable ONNX model"):
+        OnnxModel(path)
+
+
+def test_onnx_prediction_imports_neither_tensorflow_nor_keras(cnn_file, tmp_path):
+    path = export_onnx(DeepModel.load(cnn_file), tmp_path / "cnn.onnx")
+    code = (
+        "import sys, json, numpy as np\n"
+        "from fer_bench.models import load_model\n"
+        f"model = load_model({str(path)!r})\n"
+        "labels = model.predict(np.zeros((3, 48, 48), np.uint8))\n"
+        "print(json.dumps({'labels': list(labels), 'loaded': sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["labels"]) == 3 and result["loaded"] == []
