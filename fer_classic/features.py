@@ -6,12 +6,15 @@ transformers are stateless: ``fit`` only validates, ``transform`` maps every
 face to a fixed-length float32 vector, in parallel over ``n_jobs`` processes.
 
 Combine them with :func:`make_features`, e.g. ``make_features("hog+lbp")``,
-which returns a :class:`sklearn.pipeline.FeatureUnion`.
+which returns a :class:`sklearn.pipeline.FeatureUnion`.  :func:`transform_faces`
+runs a fitted extractor through an optional on-disk cache (``joblib.Memory``),
+one entry per single feature, its parameters and the faces' bytes.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -496,3 +499,72 @@ def make_features(spec: str = "hog", params: dict | None = None, n_jobs=None):
     if len(steps) == 1:
         return steps[0][1]
     return FeatureUnion(steps)
+
+
+# --------------------------------------------------------------------------- the feature cache
+
+FEATURE_CODE_VERSION = 1
+"""Part of the feature cache key: raise it when a feature's computation changes."""
+
+
+def resolved_feature_params(name: str, params: dict) -> str:
+    """Every parameter of feature ``name`` but ``n_jobs``, defaults filled in, as canonical JSON.
+
+    The cache key: keying on the parameters as given would hand back features
+    computed under old defaults after a default changes.
+    """
+    full = FEATURES[name](**params).get_params(deep=False)
+    full.pop("n_jobs", None)
+    return json.dumps(full, sort_keys=True, default=list)
+
+
+def _extract_part(name: str, params_json: str, X: np.ndarray, code_version: int, part=None) -> np.ndarray:
+    """``part.transform(X)``; cached by :func:`transform_faces` on every argument but ``part``."""
+    return part.transform(X)
+
+
+def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
+    """Features of faces ``X`` from a fitted extractor, each single feature cached on disk.
+
+    Parameters
+    ----------
+    extractor : fitted transformer
+        One of :data:`FEATURES` or a ``FeatureUnion`` of them (what
+        :func:`make_features` returns).
+    X : array (n, h, w)
+        Faces.
+    memory : None, str, path or joblib.Memory
+        Cache location, as ``Pipeline(memory=...)`` takes it; None caches nothing.
+        The key is the feature's name, its resolved parameters
+        (:func:`resolved_feature_params`), :data:`FEATURE_CODE_VERSION` and the
+        faces' bytes, so a combined spec (``hog+lbp``) reuses the cached single
+        features and a second run of a cell extracts nothing.
+    n_jobs : int or None
+        Processes for the extraction; None keeps each transformer's own setting.
+
+    Returns
+    -------
+    array (n, n_features)
+        The same values as ``extractor.transform(X)``.
+    """
+    import copy
+
+    from sklearn.utils.validation import check_memory
+
+    parts = [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
+    if n_jobs is not None:
+        # A shallow copy keeps the fitted attributes; the extractor itself is left as it was.
+        parts = [copy.copy(part).set_params(n_jobs=n_jobs) for part in parts]
+    names = {cls: name for name, cls in FEATURES.items()}
+    if memory is None or any(type(part) not in names for part in parts):
+        blocks = [part.transform(X) for part in parts]
+    else:
+        extract = check_memory(str(memory) if isinstance(memory, os.PathLike) else memory).cache(
+            _extract_part, ignore=["part"])
+        blocks = []
+        for part in parts:
+            name = names[type(part)]
+            params = {key: value for key, value in part.get_params(deep=False).items() if key != "n_jobs"}
+            blocks.append(extract(name, resolved_feature_params(name, params), np.asarray(X), FEATURE_CODE_VERSION,
+                                  part=part))
+    return blocks[0] if len(blocks) == 1 else np.hstack(blocks)

@@ -17,13 +17,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 
 from fer_bench import _core
 from fer_bench._core import FER2013_CLASSES, encode_labels
 
 from .classifiers import check_classifier_name, make_classifier
 from .estimators import SoftmaxCalibrator, VectorizedSVC
-from .features import make_features, parse_feature_spec
+from .features import make_features, parse_feature_spec, transform_faces
 
 MODEL_FORMAT = "fer-bench-model"
 MODEL_FORMAT_VERSION = 2
@@ -61,25 +63,34 @@ def library_versions() -> dict:
     return _core.library_versions(CLASSIC_LIBRARIES)
 
 
-class ClassicModel:
+class ClassicModel(ClassifierMixin, BaseEstimator):
     """Hand-crafted features + a scikit-learn classifier.
+
+    A scikit-learn estimator: ``__init__`` stores the parameters as given and
+    ``fit`` validates them, so ``get_params``, ``set_params``, ``clone`` and
+    ``GridSearchCV`` work; an unfitted model raises ``NotFittedError``.
 
     Parameters
     ----------
     features : str
         Feature spec, e.g. ``"hog"`` or ``"hog+lbp+landmarks"``.
     classifier : str
-        Registry name: ``svm``, ``linear_svm``, ``rf``, ``dt``, ``knn``.
+        Registry name: ``svm``, ``linear_svm``, ``rf``, ``dt``, ``knn``, ``ls_svm``.
     feature_params : dict, optional
         ``{feature: {param: value}}``.
     classifier_params : dict, optional
         Parameters of the registry entry (``C``, ``pca_components``, ``class_weight`` ...).
     classes : sequence of str
-        Label names in label order.
-    seed : int
+        Label names in label order; ``fit`` sets ``classes_`` from it.
+    random_state : int
         Random state of the classifier.
     n_jobs : int or None
-        Processes for feature extraction (-1: every core).
+        Processes for feature extraction (-1: every core).  Read when features are
+        extracted, so it may be changed on a fitted model.
+    memory : None, str, path or joblib.Memory
+        Where extracted features are cached (see
+        :func:`fer_classic.features.transform_faces`); None caches nothing.  Read
+        when features are extracted, like ``n_jobs``; a saved model keeps None.
     metadata : dict, optional
         Free-form provenance (dataset, split, selection, scores); saved with the model.
     """
@@ -87,52 +98,61 @@ class ClassicModel:
     family = "classic"
 
     def __init__(self, features="hog", classifier="svm", *, feature_params=None, classifier_params=None,
-                 classes=FER2013_CLASSES, seed=0, n_jobs=None, metadata=None):
-        parse_feature_spec(features)
-        check_classifier_name(classifier)
+                 classes=FER2013_CLASSES, random_state=0, n_jobs=None, memory=None, metadata=None):
         self.features = features
         self.classifier = classifier
-        self.feature_params = dict(feature_params or {})
-        self.classifier_params = dict(classifier_params or {})
-        self.classes_ = tuple(classes)
-        self.seed = seed
+        self.feature_params = feature_params
+        self.classifier_params = classifier_params
+        self.classes = classes
+        self.random_state = random_state
         self.n_jobs = n_jobs
-        self.metadata = dict(metadata or {})
+        self.memory = memory
+        self.metadata = metadata
+
+    def __setstate__(self, state):
+        # Files saved before the scikit-learn conventions hold ``seed`` for ``random_state``,
+        # ``classes_`` without ``classes``, and no ``memory``.
+        state = dict(state)
+        if "seed" in state:
+            state.setdefault("random_state", state.pop("seed"))
+        if "classes_" in state:
+            state.setdefault("classes", state["classes_"])
+        state.setdefault("memory", None)
+        super().__setstate__(state)
 
     # ------------------------------------------------------------------ fitting
 
     def make_extractor(self):
-        """The unfitted feature extractor this model uses."""
-        return make_features(self.features, self.feature_params, n_jobs=self.n_jobs)
+        """The unfitted feature extractor this model uses (one transformer or a ``FeatureUnion``)."""
+        return make_features(self.features, self.feature_params)
 
-    def fit(self, X, y, *, validation=None, features=None, validation_features=None):
-        """Fit the classifier on faces ``X`` with labels ``y`` (names or indices).
+    def fit(self, X, y, *, validation=None):
+        """Fit the extractor and the classifier on faces ``X`` with labels ``y`` (names or indices).
 
         Parameters
         ----------
         X : array (n, 48, 48)
             Training faces.
         y : array (n,)
-            Labels, as names in ``classes_`` or integer indices.
+            Labels, as names in ``classes`` or integer indices.
         validation : tuple (X_val, y_val), optional
             Held-out faces used to calibrate probabilities of classifiers that
             have no ``predict_proba`` of their own (SVMs).  Without it they are
-            calibrated by 3-fold cross-validation inside the training set.
-        features, validation_features : array, optional
-            Features already extracted from the training / validation faces by
-            this model's extractor (the harness caches them); skips extraction,
-            and ``X`` then only needs one face to fix the input shape.
+            calibrated on the training faces.
         """
+        parse_feature_spec(self.features)
+        check_classifier_name(self.classifier)
+        classes = tuple(self.classes)
         X = np.asarray(X)
-        y = encode_labels(y, self.classes_)
-        n_given = len(features) if features is not None else len(X)
-        if n_given != len(y):
-            raise ValueError(f"{n_given} faces but {len(y)} labels")
+        y = encode_labels(y, classes)
+        if len(X) != len(y):
+            raise ValueError(f"{len(X)} faces but {len(y)} labels")
         if len(np.unique(y)) < 2:
             raise ValueError("training needs faces of at least two classes")
-        self.extractor_ = self.make_extractor().fit(X[:1])
-        F = features if features is not None else self.extractor_.transform(X)
-        self.estimator_ = make_classifier(self.classifier, self.classifier_params, seed=self.seed)
+        self.classes_ = classes
+        self.extractor_ = self.make_extractor().fit(X)
+        F = self._features(X)
+        self.estimator_ = make_classifier(self.classifier, self.classifier_params, seed=self.random_state)
         _fit_pca_to_data(self.estimator_, *F.shape)
         self.estimator_.fit(F, y)
         self.calibrator_ = None
@@ -141,9 +161,7 @@ class ClassicModel:
             # the classifier's own decision.  Fitted on the validation faces when given (the
             # training faces' decision values are overconfident).
             if validation is not None:
-                F_cal = validation_features if validation_features is not None else \
-                    self.extractor_.transform(np.asarray(validation[0]))
-                y_cal = encode_labels(validation[1], self.classes_)
+                F_cal, y_cal = self._features(np.asarray(validation[0])), encode_labels(validation[1], classes)
             else:
                 F_cal, y_cal = F, y
             self.calibrator_ = SoftmaxCalibrator(self.estimator_).fit(F_cal, y_cal)
@@ -151,17 +169,19 @@ class ClassicModel:
         return self
 
     def _check_fitted(self):
-        if not hasattr(self, "estimator_"):
-            raise RuntimeError("this ClassicModel is not fitted yet; call fit(X, y) first")
+        check_is_fitted(self, "estimator_", msg="this %(name)s is not fitted yet; call fit(X, y) first")
+
+    def _features(self, X) -> np.ndarray:
+        return transform_faces(self.extractor_, X, memory=getattr(self, "memory", None), n_jobs=self.n_jobs)
 
     # ------------------------------------------------------------------ predicting
 
     def transform(self, X) -> np.ndarray:
         """Feature vectors of faces ``X``."""
         self._check_fitted()
-        return self.extractor_.transform(np.asarray(X))
+        return self._features(np.asarray(X))
 
-    def predict(self, X, *, features=None) -> np.ndarray:
+    def predict(self, X) -> np.ndarray:
         """Label names of faces ``X``: the most probable class of :meth:`predict_proba`.
 
         That is the classifier's own decision too (see
@@ -171,36 +191,59 @@ class ClassicModel:
         they were scored.
         """
         self._check_fitted()
-        F = features if features is not None else self.transform(X)
+        F = self.transform(X)
         calibrator = getattr(self, "calibrator_", None)
         if calibrator is not None and not isinstance(calibrator, SoftmaxCalibrator):
             return np.asarray(self.classes_)[self.estimator_.predict(F)]
-        return np.asarray(self.classes_)[np.argmax(self.predict_proba(None, features=F), axis=1)]
+        return np.asarray(self.classes_)[np.argmax(self._proba(F), axis=1)]
 
-    def predict_proba(self, X, *, features=None) -> np.ndarray:
+    def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n, k), columns in ``classes_`` order."""
         self._check_fitted()
-        F = features if features is not None else self.transform(X)
+        return self._proba(self.transform(X))
+
+    def _proba(self, F) -> np.ndarray:
         source = self.calibrator_ if self.calibrator_ is not None else self.estimator_
         proba = source.predict_proba(F)
         full = np.zeros((len(F), len(self.classes_)), dtype=np.float64)
         full[:, source.classes_.astype(int)] = proba  # classes missing in training get 0
         return full
 
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy on faces ``X`` with labels ``y`` (names or indices, as ``fit`` takes them)."""
+        from sklearn.metrics import accuracy_score
+
+        self._check_fitted()
+        predicted = encode_labels(self.predict(X), self.classes_)
+        return float(accuracy_score(encode_labels(y, self.classes_), predicted, sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
     # ------------------------------------------------------------------ persistence
 
     def save(self, path) -> Path:
-        """Write the model as one skops file (loading it runs no code), atomically; returns the path."""
+        """Write the model as one skops file (loading it runs no code), atomically; returns the path.
+
+        The file keeps ``memory=None``: a cache folder belongs to the machine that trained the model.
+        """
+        import copy
+
         import skops.io
 
         self._check_fitted()
         path = Path(path)
+        saved = copy.copy(self)
+        saved.memory = None
         payload = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
             "family": self.family,
             "versions": library_versions(),
-            "model": self,
+            "model": saved,
         }
         with _core.replacing(path, suffix=".tmp") as tmp:
             skops.io.dump(payload, tmp)
@@ -223,7 +266,7 @@ class ClassicModel:
             raise ModelFileError(f"{path}: a {payload['family']} model, not a classical one")
         return payload["model"]
 
-    def __repr__(self) -> str:
+    def __repr__(self, N_CHAR_MAX=700) -> str:
         return f"ClassicModel(features={self.features!r}, classifier={self.classifier!r})"
 
 
@@ -380,8 +423,7 @@ def vectorize_svm_model(model):
     from sklearn.pipeline import Pipeline
     from sklearn.svm import SVC
 
-    if not hasattr(model, "estimator_"):
-        raise ValueError("the model is not fitted yet")
+    check_is_fitted(model, "estimator_", msg="the model is not fitted yet")
     # One deepcopy of the whole model keeps the calibrator pointing at the same
     # (copied) estimator, so replacing the step below updates both.
     converted = copy.deepcopy(model)
@@ -422,13 +464,12 @@ def prepare_for_deployment(model):
     """
     import copy
 
-    if not hasattr(model, "estimator_"):
-        raise ValueError("the model is not fitted yet")
+    check_is_fitted(model, "estimator_", msg="the model is not fitted yet")
     changes = []
     try:
         converted = vectorize_svm_model(model)
         changes.append("SVC -> VectorizedSVC")
     except ValueError:
         converted = copy.deepcopy(model)
-    converted.metadata = {**converted.metadata, "deployment": changes}
+    converted.metadata = {**(converted.metadata or {}), "deployment": changes}
     return converted

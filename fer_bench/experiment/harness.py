@@ -5,13 +5,16 @@ saved model.  Hyperparameters are chosen on the validation split (PublicTest
 for FER-2013) and never on the test split (PrivateTest); the chosen values and
 every candidate's validation score go into the record and the model metadata.
 
-Features are computed once per feature and dataset and cached on disk with
-``joblib.Memory``: a combined feature set reuses the cached parts, and a second
-run of the same cell skips extraction.
+Features are computed once per feature and dataset and cached on disk by the
+model itself (``ClassicModel(memory=...)``, see
+:func:`fer_classic.features.transform_faces`): a combined feature set reuses the
+cached parts, and a second run of the same cell skips extraction.  Selection is
+``GridSearchCV`` with a ``PredefinedSplit`` (see :func:`select_on_validation`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -24,17 +27,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 
 from fer_classic.classifiers import check_classifier_name
-from fer_classic.features import parse_feature_spec
+from fer_classic.features import parse_feature_spec, transform_faces
 from fer_classic.model import MODEL_SUFFIX, ClassicModel, library_versions
 
 from .._core import replacing, write_json_atomic
 from ..metrics import classification_metrics
 
 RECORD_SCHEMA_VERSION = 1
-FEATURE_CODE_VERSION = 1
-"""Part of the feature cache key: raise it when a feature's computation changes."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -59,50 +61,6 @@ def flip_faces(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X[:, :, ::-1])
 
 
-class FeatureCache:
-    """Extract features once per (feature, parameters, faces) and keep them on disk.
-
-    A combined spec (``hog+lbp``) is the concatenation of its single features,
-    in order, exactly as ``FeatureUnion`` would produce, so every part is cached
-    and shared between cells.
-    """
-
-    def __init__(self, cache_dir=None, n_jobs=-1):
-        from joblib import Memory
-
-        self.memory = Memory(str(cache_dir) if cache_dir else None, verbose=0)
-        self.n_jobs = n_jobs
-        self._extract = self.memory.cache(_extract_single, ignore=["n_jobs"])
-
-    def transform(self, spec: str, params: dict, X: np.ndarray) -> np.ndarray:
-        parts = [
-            self._extract(name, resolved_feature_params(name, params.get(name, {})), X, FEATURE_CODE_VERSION,
-                          n_jobs=self.n_jobs)
-            for name in parse_feature_spec(spec)
-        ]
-        return parts[0] if len(parts) == 1 else np.hstack(parts)
-
-
-def resolved_feature_params(name: str, params: dict) -> str:
-    """Every parameter of feature ``name``, defaults filled in, as canonical JSON.
-
-    The cache key: keying on the parameters as given would hand back features
-    computed under old defaults after a default changes.
-    """
-    from fer_classic.features import FEATURES
-
-    full = FEATURES[name](**params).get_params(deep=False)
-    full.pop("n_jobs", None)
-    return json.dumps(full, sort_keys=True, default=list)
-
-
-def _extract_single(name: str, params_json: str, X: np.ndarray, code_version: int, n_jobs=-1) -> np.ndarray:
-    from fer_classic.features import make_features
-
-    params = {key: tuple(value) if isinstance(value, list) else value for key, value in json.loads(params_json).items()}
-    return make_features(name, {name: params}, n_jobs=n_jobs).fit(X[:1]).transform(X)
-
-
 def candidate_grid(classifier: str, fixed: dict, select: bool) -> list:
     """Parameter sets to try: the registry grid minus anything the user fixed."""
     spec = check_classifier_name(classifier)
@@ -111,16 +69,35 @@ def candidate_grid(classifier: str, fixed: dict, select: bool) -> list:
     return [{**fixed, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def _fit_candidate(features, classifier, params, feature_params, classes, seed, data):
-    X_train, y_train, F_train, X_val, y_val, F_val = data
-    start = time.perf_counter()
-    model = ClassicModel(
-        features, classifier, feature_params=feature_params, classifier_params=params, classes=classes, seed=seed
-    )
-    model.fit(X_train[:1], y_train, features=F_train, validation=(X_val[:1], y_val), validation_features=F_val)
-    fit_seconds = time.perf_counter() - start
-    predicted = model.estimator_.predict(F_val)
-    return model, float(np.mean(predicted == y_val)), fit_seconds
+def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y_val, *, n_jobs=None) -> list:
+    """Validation accuracy and fit seconds of ``estimator`` under each ``classifier_params`` candidate.
+
+    ``GridSearchCV`` over Training + validation with a ``PredefinedSplit``
+    whose one test fold is the validation split: every candidate is fitted on
+    the training faces alone and scored on the validation faces.
+    ``refit=False``: the chosen candidate is refitted by the caller on the
+    training faces only (refitting on both would train on the selection split).
+
+    Returns
+    -------
+    list of dict
+        ``{"params", "validation_accuracy", "fit_seconds"}`` per candidate, in order.
+    """
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+    X = np.concatenate([X_train, X_val])
+    y = np.concatenate([y_train, y_val])
+    fold = np.r_[np.full(len(y_train), -1), np.zeros(len(y_val), dtype=int)]
+    search = GridSearchCV(estimator, {"classifier_params": candidates}, cv=PredefinedSplit(fold), refit=False,
+                          n_jobs=n_jobs, error_score="raise")
+    # The validation faces also calibrate SVM probabilities inside each fit, as in the refit.
+    search.fit(X, y, validation=(X_val, y_val))
+    results = search.cv_results_
+    return [
+        {"params": params, "validation_accuracy": float(accuracy), "fit_seconds": float(seconds)}
+        for params, accuracy, seconds in zip(results["param_classifier_params"], results["mean_test_score"],
+                                             results["mean_fit_time"])
+    ]
 
 
 def time_prediction(model, X: np.ndarray, *, batch: int = 500, singles: int = 50) -> dict:
@@ -210,68 +187,74 @@ def run_classic_cell(
     select: bool = True,
     flip: bool = False,
     seed: int = 0,
-    cache: FeatureCache | None = None,
+    cache=None,
     log=print,
 ) -> dict:
     """Fit, select and score one classical cell; write its record and model.
+
+    ``cache`` is where features are cached (a folder or ``joblib.Memory``);
+    without it, a temporary folder serves this cell alone.
 
     Returns the record (also written to ``out_dir/records/<cell>.json``).
     """
     feature_params = dict(feature_params or {})
     fixed = dict(classifier_params or {})
-    cache = cache or FeatureCache(None)
     classes = tuple(dataset.classes)
     name = cell_id(features, classifier, flip)
     out_dir = Path(out_dir)
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if cache is None:  # one cell still extracts each split's features once
+            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="fer-bench-features-"))
+        base = ClassicModel(features, classifier, feature_params=feature_params, classifier_params=fixed,
+                            classes=classes, random_state=seed, n_jobs=-1, memory=cache)
 
-    train, val, test = dataset.train, dataset.val, dataset.test
-    X_train, y_train = train.X, train.y
-    extract_start = time.perf_counter()
-    F_train = cache.transform(features, feature_params, X_train)
-    if flip:
-        F_train = np.vstack([F_train, cache.transform(features, feature_params, flip_faces(X_train))])
-        X_train, y_train = np.concatenate([X_train, flip_faces(X_train)]), np.concatenate([y_train, y_train])
-    F_val = cache.transform(features, feature_params, val.X)
-    F_test = cache.transform(features, feature_params, test.X)
-    extract_seconds = time.perf_counter() - extract_start
-    log(f"{name}: features {F_train.shape[1]} per face ({extract_seconds:.1f} s, cached on reuse)")
+        train, val, test = dataset.train, dataset.val, dataset.test
+        X_train, y_train = train.X, train.y
+        if flip:
+            X_train, y_train = np.concatenate([X_train, flip_faces(X_train)]), np.concatenate([y_train, y_train])
+        # Extracted here once, into the cache the model reads, to time extraction apart from fitting.
+        extract_start = time.perf_counter()
+        extractor = base.make_extractor().fit(X_train)
+        n_features = transform_faces(extractor, X_train, memory=cache, n_jobs=-1).shape[1]
+        for faces in (val.X, test.X):
+            transform_faces(extractor, faces, memory=cache, n_jobs=-1)
+        extract_seconds = time.perf_counter() - extract_start
+        log(f"{name}: features {n_features} per face ({extract_seconds:.1f} s, cached on reuse)")
 
-    candidates = candidate_grid(classifier, fixed, select)
-    data = (X_train, y_train, F_train, val.X, val.y, F_val)
-    parallel = check_classifier_name(classifier).grid_parallel and len(candidates) > 1
-    if parallel:
-        from joblib import Parallel, delayed
-
-        log(f"{name}: trying {len(candidates)} settings on {val.name}, in parallel")
-        results = Parallel(n_jobs=min(len(candidates), os.cpu_count() or 1))(
-            delayed(_fit_candidate)(features, classifier, params, feature_params, classes, seed, data)
-            for params in candidates
-        )
-    else:
-        results = []
-        for params in candidates:
-            log(f"{name}: fitting {params or 'defaults'}")
-            results.append(_fit_candidate(features, classifier, params, feature_params, classes, seed, data))
-    selection = [
-        {"params": params, "validation_accuracy": accuracy, "fit_seconds": seconds}
-        for params, (_, accuracy, seconds) in zip(candidates, results)
-    ]
-    best = int(np.argmax([s["validation_accuracy"] for s in selection]))
-    model, val_accuracy, fit_seconds = results[best]
-    for entry in selection:
-        log(f"{name}:   {entry['params']} -> {val.name} accuracy {entry['validation_accuracy']:.4f}")
-
-    predicted = model.estimator_.predict(F_test)
-    probabilities = model.predict_proba(None, features=F_test)
+        candidates = candidate_grid(classifier, fixed, select)
+        if len(candidates) > 1:
+            parallel = check_classifier_name(classifier).grid_parallel
+            log(f"{name}: trying {len(candidates)} settings on {val.name}" + (", in parallel" if parallel else ""))
+            selection = select_on_validation(base, candidates, X_train, y_train, val.X, val.y,
+                                             n_jobs=min(len(candidates), os.cpu_count() or 1) if parallel else None)
+            best = int(np.argmax([entry["validation_accuracy"] for entry in selection]))
+            log(f"{name}: refitting {selection[best]['params']} on {train.name}")
+        else:
+            log(f"{name}: fitting {candidates[0] or 'defaults'}")
+            selection, best = None, 0
+        fit_start = time.perf_counter()
+        model = clone(base).set_params(classifier_params=candidates[best])
+        model.fit(X_train, y_train, validation=(val.X, val.y))
+        fit_seconds = time.perf_counter() - fit_start
+        if selection is None:  # nothing to choose: the one fit is scored on the validation split
+            selection = [{"params": candidates[0], "validation_accuracy": model.score(val.X, val.y),
+                          "fit_seconds": fit_seconds}]
+        for entry in selection:
+            log(f"{name}:   {entry['params']} -> {val.name} accuracy {entry['validation_accuracy']:.4f}")
+        val_accuracy = selection[best]["validation_accuracy"]
+        probabilities = model.predict_proba(test.X)
+    # The saved model extracts on one process and caches nothing, as a user's model would.
+    model.set_params(n_jobs=None, memory=None)
+    predicted = np.argmax(probabilities, axis=1)
     scores = classification_metrics(test.y, predicted, classes)
     timing = time_prediction(model, test.X)
 
     record = cell_record(dataset, name, "classic", started, library_versions(), {
         "features": "+".join(parse_feature_spec(features)),
         "feature_params": feature_params,
-        "n_features": int(F_train.shape[1]),
+        "n_features": int(n_features),
         "classifier": classifier,
         "classifier_params": model.classifier_params,
         "selection": selection,
@@ -287,7 +270,7 @@ def run_classic_cell(
         "extract_seconds": extract_seconds,
         **timing,
     })
-    model.metadata = {
+    model.set_params(metadata={
         "dataset": dataset.name,
         "dataset_key": dataset.content_key,
         "split": record["split"],
@@ -297,7 +280,7 @@ def run_classic_cell(
         "seed": seed,
         "scores": {k: scores[k] for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro")},
         "trained": started.isoformat(timespec="seconds"),
-    }
+    })
     return write_cell_outputs(out_dir, record, model, MODEL_SUFFIX, test.y, predicted, probabilities, wall_start)
 
 

@@ -31,15 +31,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from fer_classic.features import FEATURE_CODE_VERSION, resolved_feature_params
+
 from .._core import stratified_subset, write_json_atomic
-from .harness import (
-    FEATURE_CODE_VERSION,
-    FeatureCache,
-    cell_id,
-    error_record,
-    resolved_feature_params,
-    run_classic_cell,
-)
+from .harness import cell_id, error_record, run_classic_cell
 
 FEATURE_SETS = ("lbp", "hog", "landmarks", "hog+lbp+landmarks")
 """The feature sets ``fer-bench run --all`` crosses with every classifier."""
@@ -538,7 +533,7 @@ def run_sweep(
     log(f"  fit on {dataset.train.name} ({len(dataset.train):,}), select on {dataset.val.name} "
         f"({len(dataset.val):,}), score on {dataset.test.name} ({len(dataset.test):,})")
     out_dir = Path(out_dir)
-    cache = FeatureCache(Path(cache_dir) / "features" if cache_dir else None)
+    cache = Path(cache_dir) / "features" if cache_dir else None
     cells = plan_cells(dataset, features=list(features), classifiers=list(classifiers), cnns=list(cnns),
                        out_dir=out_dir, preset=preset, seed=seed, classifier_params=classifier_params,
                        feature_params=feature_params, select=select, flip=flip, epochs=epochs,

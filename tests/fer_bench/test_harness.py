@@ -4,42 +4,55 @@ import numpy as np
 import pytest
 
 import fer_classic.features as features_module
-from fer_bench.experiment.harness import FeatureCache, cell_id, flip_faces, load_predictions, resolved_feature_params, run_classic_cell
-from fer_classic.features import make_features
+from sklearn.base import clone
+
+from fer_bench.experiment.harness import cell_id, flip_faces, load_predictions, run_classic_cell
+from fer_classic.features import make_features, resolved_feature_params, transform_faces
 from fer_classic.model import ClassicModel
 from conftest import synthetic_faces
 
 
 @pytest.fixture
 def counted_extractions(monkeypatch):
+    """The features whose extraction ran, in order (a cache hit runs none)."""
     calls = []
-    original = features_module.make_features
+    original = features_module._FaceTransformer.transform
 
-    def counting(spec, params=None, n_jobs=None):
-        calls.append(spec)
-        return original(spec, params, n_jobs)
+    def counting(self, X):
+        calls.append(type(self).__name__)
+        return original(self, X)
 
-    monkeypatch.setattr(features_module, "make_features", counting)
+    monkeypatch.setattr(features_module._FaceTransformer, "transform", counting)
     return calls
 
 
 def test_feature_cache_extracts_once_and_combines_like_feature_union(tmp_path, counted_extractions):
     X, _ = synthetic_faces(20)
-    cache = FeatureCache(tmp_path / "features", n_jobs=None)
-    first = cache.transform("hog+lbp", {}, X)
-    assert counted_extractions == ["hog", "lbp"]
-    again = FeatureCache(tmp_path / "features", n_jobs=None).transform("hog+lbp", {}, X)  # a new process would
-    hog_only = cache.transform("hog", {}, X)
-    assert counted_extractions == ["hog", "lbp"]  # nothing extracted twice
+    union = make_features("hog+lbp").fit(X)
+    first = transform_faces(union, X, memory=tmp_path / "features")
+    assert counted_extractions == ["HOGFeatures", "LBPFeatures"]
+    again = transform_faces(make_features("hog+lbp").fit(X), X, memory=str(tmp_path / "features"))
+    hog_only = transform_faces(make_features("hog").fit(X), X, memory=tmp_path / "features", n_jobs=2)
+    assert counted_extractions == ["HOGFeatures", "LBPFeatures"]  # nothing extracted twice; n_jobs is not in the key
     np.testing.assert_array_equal(first, again)
-    np.testing.assert_array_equal(first, original_union(X))
+    counted_extractions.clear()
+    np.testing.assert_array_equal(first, union.transform(X))
     np.testing.assert_array_equal(hog_only, first[:, : hog_only.shape[1]])
-    cache.transform("hog", {"hog": {"orientations": 9}}, X)
-    assert counted_extractions == ["hog", "lbp", "hog"]  # other parameters, other entry
+    transform_faces(make_features("hog", {"hog": {"orientations": 9}}).fit(X), X, memory=tmp_path / "features")
+    transform_faces(make_features("hog").fit(X), X[:10], memory=tmp_path / "features")
+    assert counted_extractions == ["HOGFeatures", "LBPFeatures", "HOGFeatures", "HOGFeatures"]  # other params, faces
 
 
-def original_union(X):
-    return make_features("hog+lbp").fit(X).transform(X)
+def test_a_model_with_memory_reads_its_features_from_the_cache(tmp_path, counted_extractions):
+    X, y = synthetic_faces(28)
+    model = ClassicModel("hog", "knn", classifier_params={"n_neighbors": 3}, memory=tmp_path / "f").fit(X, y)
+    refit = clone(model).fit(X, y)
+    assert counted_extractions == ["HOGFeatures"]
+    np.testing.assert_array_equal(refit.predict_proba(X), model.set_params(memory=None).predict_proba(X))
+    assert counted_extractions == ["HOGFeatures", "HOGFeatures"]  # memory=None: extracted again
+    model.set_params(memory=tmp_path / "f")
+    assert ClassicModel.load(model.save(tmp_path / "m.skops")).memory is None  # a cache stays on its machine
+    assert model.memory == tmp_path / "f"
 
 
 def test_cache_key_spells_out_defaults():
@@ -63,9 +76,11 @@ def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_p
     from fer_bench.data import load_dataset
 
     dataset = load_dataset(kaggle_dir, cache_dir=False)
-    record = run_classic_cell(dataset, "hog", "dt", tmp_path, flip=True, cache=FeatureCache(tmp_path / "c"),
+    record = run_classic_cell(dataset, "hog", "dt", tmp_path, flip=True, cache=tmp_path / "c",
                               log=lambda message: None)
     assert record["cell"] == "hog__dt__flip" and record["n_train"] == 42  # 21 faces and their mirror images
+    assert [entry["params"] for entry in record["selection"]] == [
+        {"max_depth": depth, "min_samples_leaf": leaf} for depth in (8, 12, 20) for leaf in (5, 20)]
     best = max(record["selection"], key=lambda s: s["validation_accuracy"])
     assert record["classifier_params"] == best["params"]
     assert record["validation_accuracy"] == best["validation_accuracy"]
@@ -76,6 +91,7 @@ def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_p
     model = ClassicModel.load(record["model_path"])
     assert model.metadata["selection"] == record["selection"]
     assert model.metadata["split"]["test"] == "PrivateTest"
+    assert model.n_jobs is None and model.memory is None and model.random_state == 0
     np.testing.assert_array_equal(model.predict(dataset.test.X), np.asarray(dataset.classes)[predictions["y_pred"]])
     assert json.loads((tmp_path / "records" / "hog__dt__flip.json").read_text())["accuracy"] == record["accuracy"]
 
@@ -96,3 +112,42 @@ def test_isolated_timing_runs_the_saved_model_in_its_own_process(monkeypatch):
     assert fallback["predict_threads"] == "not limited"
     assert "/nonexistent/python" in fallback["predict_timing_error"]
     assert fallback["predict_ms_per_face"] > 0
+
+
+@pytest.mark.parametrize("classifier", ["knn", "svm"])
+def test_grid_search_reproduces_the_hand_rolled_selection_on_fer2013(fer2013, classifier, tmp_path):
+    from fer_bench._core import stratified_subset
+    from fer_bench.experiment.harness import candidate_grid, select_on_validation
+    from fer_classic.classifiers import make_classifier
+    from fer_classic.model import _fit_pca_to_data
+
+    train = stratified_subset(fer2013.train.y, 600, seed=0)
+    val = stratified_subset(fer2013.val.y, 300, seed=0)
+    test = stratified_subset(fer2013.test.y, 300, seed=0)
+    X_train, y_train = fer2013.train.X[train], fer2013.train.y[train]
+    X_val, y_val = fer2013.val.X[val], fer2013.val.y[val]
+    X_test = fer2013.test.X[test]
+    candidates = candidate_grid(classifier, {}, select=True)
+    assert len(candidates) > 1
+
+    # The selection the harness did by hand before GridSearchCV: features extracted once, each
+    # candidate's classifier fitted on the Training features and scored by its own predict on PublicTest.
+    extractor = make_features("hog").fit(X_train)
+    F_train, F_val, F_test = (extractor.transform(X) for X in (X_train, X_val, X_test))
+    by_hand = []
+    for params in candidates:
+        estimator = make_classifier(classifier, params, seed=0)
+        _fit_pca_to_data(estimator, *F_train.shape)
+        by_hand.append((float(np.mean(estimator.fit(F_train, y_train).predict(F_val) == y_val)), estimator))
+    chosen = int(np.argmax([accuracy for accuracy, _ in by_hand]))
+
+    base = ClassicModel("hog", classifier, memory=tmp_path / "features")
+    selection = select_on_validation(base, candidates, X_train, y_train, X_val, y_val)
+    assert [entry["params"] for entry in selection] == candidates
+    assert [entry["validation_accuracy"] for entry in selection] == [accuracy for accuracy, _ in by_hand]
+    best = int(np.argmax([entry["validation_accuracy"] for entry in selection]))
+    assert best == chosen
+    model = clone(base).set_params(classifier_params=selection[best]["params"])
+    model.fit(X_train, y_train, validation=(X_val, y_val))
+    expected = np.asarray(fer2013.classes)[by_hand[chosen][1].predict(F_test)]
+    np.testing.assert_array_equal(model.predict(X_test), expected)

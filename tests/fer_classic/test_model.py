@@ -4,6 +4,8 @@ import sys
 import joblib
 import numpy as np
 import pytest
+from sklearn.base import ClassifierMixin, clone
+from sklearn.exceptions import NotFittedError
 
 from fer_classic.classifiers import CLASSIFIERS, check_classifier_name, make_classifier
 from fer_classic.model import TRUSTED_TYPES, ClassicModel, ModelFileError, encode_labels
@@ -66,8 +68,43 @@ def test_fit_errors():
         ClassicModel().fit(X, y[:13])
     with pytest.raises(ValueError, match="at least two classes"):
         ClassicModel().fit(X, np.zeros(14, int))
-    with pytest.raises(RuntimeError, match=r"not fitted yet; call fit"):
+    with pytest.raises(NotFittedError, match=r"this ClassicModel is not fitted yet; call fit"):
         ClassicModel().predict(X)
+    with pytest.raises(ValueError, match=r"unknown feature 'sift'"):
+        ClassicModel("sift").fit(X, y)  # validated in fit, not in __init__
+    with pytest.raises(ValueError, match=r"unknown classifier 'xgb'"):
+        ClassicModel("hog", "xgb").fit(X, y)
+
+
+def test_a_scikit_learn_estimator(faces):
+    (X, y), (X_test, y_test) = faces
+    params = {"n_neighbors": 3}
+    model = ClassicModel("hog", "knn", classifier_params=params, random_state=3)
+    assert model.get_params()["classifier_params"] is params  # stored untouched
+    assert not hasattr(model, "classes_")
+    copy = clone(model)
+    assert copy.get_params()["classifier_params"] == params and copy.random_state == 3
+    assert copy.set_params(classes=CLASSES[::-1]) is copy and copy.classes == CLASSES[::-1]
+    fitted = clone(model).fit(X, y)
+    assert fitted.classes_ == CLASSES and isinstance(fitted, ClassifierMixin)
+    assert fitted.score(X_test, y_test) == np.mean(fitted.predict(X_test) == np.asarray(CLASSES)[y_test])
+    assert fitted.score(X_test, np.asarray(CLASSES)[y_test]) == fitted.score(X_test, y_test)
+    assert not hasattr(clone(fitted), "estimator_")
+
+
+def test_a_file_saved_with_seed_loads_with_random_state(faces):
+    # Model files written before the scikit-learn conventions hold the instance's ``seed`` and
+    # ``classes_`` (no ``classes``, no ``memory``); loading goes through __setstate__.
+    (X, y), (X_test, _) = faces
+    fitted = ClassicModel("hog", "knn").fit(X, y)
+    state = dict(fitted.__dict__)
+    state["seed"] = state.pop("random_state")
+    del state["classes"], state["memory"]
+    old = ClassicModel.__new__(ClassicModel)
+    old.__setstate__(state)
+    assert old.random_state == 0 and old.classes == CLASSES and old.memory is None
+    assert "seed" not in old.__dict__
+    np.testing.assert_array_equal(old.predict_proba(X_test), fitted.predict_proba(X_test))
 
 
 def test_save_load_round_trip_in_a_fresh_process(faces, tmp_path):
