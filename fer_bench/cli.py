@@ -410,6 +410,43 @@ def compare(run_dir, models, resamples):
 
 
 
+@cli.command("ensemble")
+@click.argument("cells", metavar="CELL,CELL[,...]")
+@click.option("--name", default=None, help="Name of the new cell [default: ensemble-CELL-CELL...].")
+@data_option
+@cache_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/latest", show_default=True,
+              help="The run folder holding the cells; the ensemble is written there as a cell.")
+@click.option("--report/--no-report", "write_report", default=True, show_default=True,
+              help="Rebuild the run's report afterwards.")
+def ensemble(cells, name, data_path, cache_dir, out_dir, write_report):
+    """Average finished cells' models (CNNs, classical or both) as a new cell of the run.
+
+    The weights are chosen on the validation split; the test split scores the
+    ensemble, and McNemar's test compares it with its best member.
+    """
+    from .data import load_dataset
+    from .experiment.ensemble_cell import run_ensemble_cell
+
+    members = split_list(cells)
+    if len(members) < 2:
+        raise click.UsageError("an ensemble needs at least two cells, e.g. cnn-vgg_cpu,cnn-resnet_cpu")
+    name = name or "ensemble-" + "-".join(members)
+    with user_errors():
+        dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir())
+        try:
+            record = run_ensemble_cell(dataset, name, members, out_dir, log=lambda message: click.echo(message,
+                                                                                                      err=True))
+        except ValueError as error:
+            raise UserError(str(error)) from None
+    click.echo(format_records_table([record]))
+    if write_report:
+        from .report import write_report as render
+
+        written = render(out_dir)
+        click.echo(f"report: {written['html']}", err=True)
+
+
 # --------------------------------------------------------------------------- deploy
 
 
@@ -717,8 +754,8 @@ def _size_option(ctx, param, value):
 
 
 @cli.command("serve")
-@click.option("--model", "model_path", metavar="PATH", type=click.Path(path_type=Path), required=True,
-              help="A saved model file, classical or CNN (what fer-bench predict takes).")
+@model_option
+@trust_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; 0.0.0.0 makes the server reachable from other machines.")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True,
@@ -737,7 +774,7 @@ def _size_option(ctx, param, value):
               help="Smallest face reported, in pixels.")
 @click.option("--max-side", type=click.IntRange(min=64), default=DEFAULT_MAX_SIDE, show_default=True, metavar="N",
               help="Larger photos are searched downscaled to this longest side.")
-def serve(model_path, host, port, workers, queue, max_upload, max_pixels, detector, min_face, max_side):
+def serve(model_name, trust, host, port, workers, queue, max_upload, max_pixels, detector, min_face, max_side):
     """Serve a web page and a JSON API that find faces and classify their expressions.
 
     \b
@@ -764,13 +801,17 @@ def serve(model_path, host, port, workers, queue, max_upload, max_pixels, detect
         log = logging.getLogger("fer_bench.serve")
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-        click.echo(f"fer-bench: serving {model_path} on {url} ({workers} worker(s), queue {queue}); Ctrl-C stops",
+        click.echo(f"fer-bench: serving {model_name} on {url} ({workers} worker(s), queue {queue}); Ctrl-C stops",
                    err=True)
         click.echo(url)
 
     with user_errors():
+        if model_name is None:
+            from .models import default_model_name
+
+            model_name = default_model_name()
         try:
-            run_server(model_path, host=host, port=port, limits=limits, options=options, ready=ready)
+            run_server(model_name, host=host, port=port, limits=limits, options=options, trust=trust, ready=ready)
         except OSError as error:
             raise UserError(f"cannot serve on {host}:{port} ({error.strerror or error})") from None
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM while starting: how a server is stopped, not a failure

@@ -1,0 +1,117 @@
+"""The ensemble cell: average finished cells' models, weights chosen on the validation split, scored on test.
+
+An ensemble of CNNs and a *fusion* of classical and deep models are both an
+:class:`fer_bench.ensemble.EnsembleModel` of finished cells of the same run
+folder.  The cell writes the record every cell writes (so the report lists it
+beside its parts), plus its members, their weights and McNemar's test against
+its best member on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..ensemble import EnsembleModel
+from ..metrics import classification_metrics, mcnemar_test
+from ..models import load_model
+from .harness import cell_record, machine_info, time_prediction_isolated, write_cell_outputs
+
+
+def member_records(out_dir, cells) -> list:
+    """The finished records of ``cells`` in the run folder; an unfinished or failed one is an error naming it."""
+    records = []
+    for cell in cells:
+        path = Path(out_dir) / "records" / f"{cell}.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise ValueError(f"cell {cell} has no finished record in {out_dir}; run it first") from None
+        if record.get("status") != "ok":
+            raise ValueError(f"cell {cell} failed ({record.get('error')}); an ensemble needs finished cells")
+        records.append(record)
+    return records
+
+
+def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
+    """Fit the weights of the ensemble of ``cells`` on the validation split and score it on the test split.
+
+    Parameters
+    ----------
+    dataset : fer_bench.data.Dataset
+        The split the member cells were trained on (checked by content key).
+    name : str
+        The cell's name, e.g. ``ensemble-cnn`` or ``fusion``.
+    cells : sequence of str
+        Finished cells of ``out_dir`` to combine (at least two).
+    out_dir : path
+        The run folder.
+    log : callable
+        Receives one-line progress messages.
+
+    Returns
+    -------
+    dict
+        The record, also written to ``out_dir/records/<name>.json``.
+    """
+    started = datetime.now(timezone.utc)
+    wall_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    records = member_records(out_dir, cells)
+    for record in records:
+        if record.get("dataset_key") != dataset.content_key:
+            raise ValueError(f"cell {record['cell']} was trained on other data ({record.get('dataset_key')}) "
+                             f"than {dataset.name} ({dataset.content_key})")
+    members = []
+    for record in records:
+        path = Path(record["model_path"])
+        members.append(load_model(path if path.is_absolute() else out_dir / path))
+    model = EnsembleModel(members, names=[record["cell"] for record in records])
+    val, test = dataset.val, dataset.test
+    log(f"{name}: weighing {', '.join(model.names)} on {val.name} ({len(val):,} faces)")
+    fit_start = time.perf_counter()
+    model.fit(None, val.y, probabilities=model.member_probabilities(val.X))
+    fit_seconds = time.perf_counter() - fit_start
+
+    test_probabilities = model.member_probabilities(test.X)
+    probabilities = model.combine(test_probabilities)
+    predicted = np.argmax(probabilities, axis=1)
+    scores = classification_metrics(test.y, predicted, tuple(model.classes_))
+    member_predictions = {cell: np.argmax(p, axis=1) for cell, p in zip(model.names, test_probabilities)}
+    best_member = max(records, key=lambda record: record["validation_accuracy"] or 0.0)["cell"]
+    versus_best = mcnemar_test(test.y, predicted, member_predictions[best_member])
+    log(f"{name}: weights {', '.join(f'{w:.2f}' for w in model.weights_)}; {test.name} accuracy "
+        f"{scores['accuracy']:.4f} (best member {best_member}: "
+        f"{np.mean(member_predictions[best_member] == test.y):.4f}, McNemar p = {versus_best['p_value']:.3g})")
+    timing = time_prediction_isolated(model, test.X)
+    record = cell_record(dataset, name, "ensemble", started, {}, {
+        "features": "+".join(record.get("features", "pixels") for record in records),
+        "feature_params": {},
+        "classifier": name,
+        "classifier_params": {"members": list(model.names)},
+        "members": list(model.names),
+        "member_families": [record["family"] for record in records],
+        "weights": model.weights_.tolist(),
+        "chosen_params": {"weights": model.weights_.tolist()},
+        "validation_accuracy": model.validation_accuracy_,
+        "best_member": best_member,
+        "mcnemar_vs_best_member": versus_best,
+        "seed": records[0].get("seed"),
+        "n_train": max(record.get("n_train") or 0 for record in records),
+        "n_validation": int(len(val)),
+        "n_test": int(len(test)),
+        **scores,
+        "fit_seconds": float(sum(record.get("fit_seconds") or 0 for record in records) + fit_seconds),
+        "selection_seconds": fit_seconds,
+        "extract_seconds": 0.0,
+        **timing,
+    })
+    record["machine"] = machine_info()
+    model.metadata = {"dataset": dataset.name, "dataset_key": dataset.content_key, "members": list(model.names),
+                      "weights": model.weights_.tolist(), "validation_accuracy": model.validation_accuracy_,
+                      "scores": {key: scores[key] for key in ("accuracy", "f1_macro")}}
+    return write_cell_outputs(out_dir, record, model, ".zip", test.y, predicted, probabilities, wall_start)

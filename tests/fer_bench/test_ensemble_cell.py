@@ -1,0 +1,52 @@
+"""The ensemble cell: finished cells of a run folder combined, weighed on the validation split, scored on test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fer_bench.cli import cli
+from fer_bench.data import load_dataset
+from fer_bench.models import load_model
+
+
+@pytest.fixture
+def run_with_two_cells(kaggle_dir, tmp_path):
+    out = tmp_path / "run"
+    done = CliRunner().invoke(cli, ["run", "--features", "hog", "--classifier", "knn,dt", "--data", str(kaggle_dir),
+                                    "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-report"])
+    assert done.exit_code == 0, done.output
+    return out
+
+
+def test_ensemble_cell_records_members_weights_and_the_test_against_its_best_member(kaggle_dir, run_with_two_cells,
+                                                                                      tmp_path):
+    out = run_with_two_cells
+    done = CliRunner().invoke(cli, ["ensemble", "hog__knn,hog__dt", "--name", "fusion", "--data", str(kaggle_dir),
+                                    "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert done.exit_code == 0, done.output
+    record = json.loads((out / "records" / "fusion.json").read_text())
+    assert record["family"] == "ensemble" and record["members"] == ["hog__knn", "hog__dt"]
+    assert record["status"] == "ok" and sum(record["weights"]) == pytest.approx(1.0)
+    assert record["best_member"] in record["members"]
+    assert 0.0 <= record["mcnemar_vs_best_member"]["p_value"] <= 1.0
+    # The saved ensemble gives the recorded accuracy on the test split, with predict's labels.
+    dataset = load_dataset(kaggle_dir, cache_dir=tmp_path / "cache")
+    model = load_model(out / record["model_path"])
+    labels = model.predict(dataset.test.X)
+    accuracy = np.mean(labels == np.asarray(model.classes_)[dataset.test.y])
+    assert accuracy == pytest.approx(record["accuracy"])
+
+
+def test_ensemble_of_missing_cells_is_one_clear_line(kaggle_dir, run_with_two_cells, tmp_path):
+    done = CliRunner().invoke(cli, ["ensemble", "hog__knn,hog__svm", "--data", str(kaggle_dir),
+                                    "--out", str(run_with_two_cells), "--cache-dir", str(tmp_path / "cache")])
+    assert done.exit_code == 1
+    assert done.stderr == f"fer-bench: error: cell hog__svm has no finished record in {run_with_two_cells}; " \
+                          f"run it first\n"
+    one = CliRunner().invoke(cli, ["ensemble", "hog__knn", "--data", str(kaggle_dir), "--out",
+                                   str(run_with_two_cells)])
+    assert one.exit_code != 0 and "at least two cells" in one.output
