@@ -116,11 +116,12 @@ class Refusal(Exception):
 _WORKER: dict = {}
 
 
-def _start_worker(model_path: str, options: PredictOptions, threads: int, barrier) -> None:
+def _start_worker(model: str, trust: bool, options: PredictOptions, threads: int, barrier) -> None:
     """Initializer of a worker process: load the model once; a failure is kept and raised by each call.
 
-    OpenCV and the BLAS libraries get ``threads`` threads each, so that the
-    workers together use the machine's cores without oversubscribing them.
+    OpenCV, the BLAS libraries and an ONNX model get ``threads`` threads each,
+    so that the workers together use the machine's cores without
+    oversubscribing them.  ``trust`` allows a pickle (joblib) model file.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
     _WORKER["barrier"] = barrier
@@ -131,7 +132,7 @@ def _start_worker(model_path: str, options: PredictOptions, threads: int, barrie
     _WORKER["thread_limits"] = threadpool_limits(threads)  # in force for the life of the process
     _WORKER["options"] = options
     try:
-        _WORKER["model"] = _load(model_path)
+        _WORKER["model"] = _load(model, trust=trust, threads=threads)
     except Exception as error:  # raised again by every task, so the server reports it in words
         _WORKER["error"] = error
         return
@@ -145,11 +146,11 @@ def _start_worker(model_path: str, options: PredictOptions, threads: int, barrie
     _WORKER["model"].predict_proba(np.zeros((1, 48, 48), np.uint8))
 
 
-def _load(model_path: str):
-    """The one place the server loads a model."""
+def _load(model: str, *, trust: bool, threads: int):
+    """The one place the server loads a model (a file, or a shipped model's name)."""
     from .models import load_model
 
-    return load_model(model_path)
+    return load_model(model, trust=trust, threads=threads)
 
 
 def _worker_model():
@@ -197,10 +198,11 @@ class WorkerPool:
     and the first request does not pay for the loading.
     """
 
-    def __init__(self, model_path, *, name: str | None = None, workers: int = DEFAULT_WORKERS,
-                 options: PredictOptions | None = None):
-        self.model_path = str(model_path)
-        self.name = name or Path(model_path).stem
+    def __init__(self, model, *, name: str | None = None, workers: int = DEFAULT_WORKERS,
+                 options: PredictOptions | None = None, trust: bool = False):
+        self.model = str(model)
+        self.name = name or Path(self.model).stem  # a file's stem, or a shipped model's name as it is
+        self.trust = bool(trust)
         self.workers = max(1, int(workers))
         self.options = options or PredictOptions()
         self._lock = threading.Lock()
@@ -218,7 +220,8 @@ class WorkerPool:
         context = multiprocessing.get_context("spawn")
         threads = max(1, cpu_count() // self.workers)
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_start_worker,
-                                   initargs=(self.model_path, self.options, threads, context.Barrier(self.workers)))
+                                   initargs=(self.model, self.trust, self.options, threads,
+                                             context.Barrier(self.workers)))
 
     def _warm(self, executor) -> dict:
         # As many tasks as workers at once: the executor starts a process for each,
@@ -438,11 +441,12 @@ def make_server(app, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limi
     )
 
 
-def serve(model_path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: ServeLimits | None = None,
-          options: PredictOptions | None = None, name: str | None = None, ready=None) -> None:
-    """Load the model in the workers, bind, call ``ready(url)`` and serve until interrupted."""
+def serve(model, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: ServeLimits | None = None,
+          options: PredictOptions | None = None, trust: bool = False, name: str | None = None, ready=None) -> None:
+    """Load the model (a file or a shipped model's name) in the workers, bind, call ``ready(url)``, serve until
+    interrupted."""
     limits = limits or ServeLimits()
-    pool = WorkerPool(model_path, name=name, workers=limits.workers, options=options)
+    pool = WorkerPool(model, name=name, workers=limits.workers, options=options, trust=trust)
     try:
         server = make_server(create_app(pool, limits), host=host, port=port, limits=limits)
         shown = f"[{host}]" if ":" in host else host

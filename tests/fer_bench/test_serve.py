@@ -328,6 +328,20 @@ def test_a_missing_model_is_one_line(tmp_path):
     assert line.startswith(f"fer-bench: error: {tmp_path / 'none.joblib'}: no such model file")
 
 
+def test_a_pickle_model_loads_only_when_trusted():
+    """A joblib (pickle) model file can run code as it loads: refused unless --trust says it is trusted."""
+    old = Path(__file__).parents[1] / "fixtures" / "old_layout_ls_svm.joblib"
+    result = CliRunner().invoke(cli, ["serve", "--model", str(old), "--port", "0"])
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"fer-bench: error: {old}:") and "--trust" in line
+    pool = S.WorkerPool(old, trust=True)
+    try:
+        assert pool.info["name"] == "old_layout_ls_svm" and pool.info["classifier"] == "ls_svm"
+    finally:
+        pool.close()
+
+
 @pytest.mark.parametrize("text, size", [("10MB", 10_000_000), ("512KB", 512_000), ("2.5 mb", 2_500_000),
                                         ("800B", 800), ("3", 3_000_000), ("1GB", 1_000_000_000)])
 def test_sizes(text, size):
