@@ -312,18 +312,18 @@ class FixedSizeLSSVM(ClassifierMixin, BaseEstimator):
         Ridge penalty (in the kernel's norm); larger is smoother.
     dtype : {"float32", "float64"}
         Precision of prediction (fitting is in float64 where it matters).
-    seed : int
+    random_state : int
         Random state of the centres' draw and of PCA.
     """
 
     def __init__(self, n_components=6000, pca_components=200, gamma_scale=1.0, alpha=0.01, dtype="float32",
-                 seed=0):
+                 random_state=0):
         self.n_components = n_components
         self.pca_components = pca_components
         self.gamma_scale = gamma_scale
         self.alpha = alpha
         self.dtype = dtype
-        self.seed = seed
+        self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
 
@@ -348,9 +348,9 @@ class FixedSizeLSSVM(ClassifierMixin, BaseEstimator):
         self._validate_params_values()
         self.classes_, y_index = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError("FixedSizeLSSVM needs samples of at least two classes")
+            raise ValueError("FixedSizeLSSVM needs samples of at least two classes; got one class")
         self.n_features_in_ = X.shape[1]
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.random_state)
 
         # Kept in the input's dtype (float32 features: 57,000 flipped FER-2013
         # faces x 2,352 HOG values are 0.5 GB, a float64 copy twice that).
@@ -364,7 +364,7 @@ class FixedSizeLSSVM(ClassifierMixin, BaseEstimator):
         else:
             # PCA cannot have more components than samples or features (small data sets).
             k = min(int(self.pca_components), X.shape[0], X.shape[1])
-            pca = PCA(n_components=k, random_state=self.seed).fit(standard)
+            pca = PCA(n_components=k, random_state=self.random_state).fit(standard)
             projection, pca_mean = pca.components_.T.astype(np.float64), pca.mean_.astype(np.float64)
         Z = (standard @ projection.astype(X.dtype)).astype(np.float64) - pca_mean @ projection
         del standard
@@ -378,7 +378,7 @@ class FixedSizeLSSVM(ClassifierMixin, BaseEstimator):
         m = min(int(self.n_components), len(Z))
         self.centres_ = Z[np.sort(rng.choice(len(Z), m, replace=False))]
         gram, rhs, k_mean, t_mean, K_mm = kernel_ridge_equations(Z, y_index, len(self.classes_), self.centres_,
-                                                                 self.gamma_, seed=self.seed)
+                                                                 self.gamma_, seed=self.random_state)
         self.dual_coef_, self.intercept_ = solve_kernel_ridge(gram, rhs, k_mean, t_mean, K_mm, self.alpha)
         sample = rng.choice(len(Z), min(len(Z), 5000), replace=False)
         K = rbf_kernel_rows(Z[sample], self.centres_, np.einsum("ij,ij->i", self.centres_, self.centres_),
@@ -414,6 +414,9 @@ class FixedSizeLSSVM(ClassifierMixin, BaseEstimator):
         return {k: v for k, v in self.__dict__.items() if k not in self._CAST}
 
     def __setstate__(self, state):
+        state = dict(state)
+        if "seed" in state:  # files saved before the parameter took scikit-learn's name
+            state.setdefault("random_state", state.pop("seed"))
         self.__dict__.update(state)
         if "dual_coef_" in state:
             self._cast()
@@ -428,7 +431,8 @@ class FixedSizeLSSVM(ClassifierMixin, BaseEstimator):
             raise NotFittedError("this FixedSizeLSSVM is not fitted yet; call fit(X, y) first")
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"expected an array (n, {self.n_features_in_}), got shape {X.shape}")
+            raise ValueError(f"expected an array (n, {self.n_features_in_}), got shape {X.shape}"
+                             + ("; Reshape your data: one sample is X[None]" if X.ndim == 1 else ""))
         Z = X.astype(self._W.dtype, copy=False) @ self._W
         Z += self._c
         z_terms = np.einsum("ij,ij->i", Z, Z)[:, None] * -self.gamma_
@@ -534,4 +538,4 @@ def make_ls_svm(*, n_components=6000, pca_components=200, gamma_scale=1.0, alpha
     pca_components``.
     """
     return FixedSizeLSSVM(n_components=n_components, pca_components=pca_components, gamma_scale=gamma_scale,
-                          alpha=alpha, seed=seed)
+                          alpha=alpha, random_state=seed)

@@ -68,7 +68,7 @@ def test_prediction_is_the_argmax_of_the_weighted_probabilities():
 def fitted_classic(classifier, seed):
     X, y = synthetic_faces(70, seed=seed)
     return ClassicModel("hog", classifier, classifier_params={} if classifier != "knn" else {"n_neighbors": 3},
-                        seed=seed).fit(X, y)
+                        random_state=seed).fit(X, y)
 
 
 def test_saved_ensemble_reloads_with_identical_probabilities(tmp_path):

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import zipfile
 
 import joblib
 import numpy as np
@@ -92,19 +93,25 @@ def test_a_scikit_learn_estimator(faces):
     assert not hasattr(clone(fitted), "estimator_")
 
 
-def test_a_file_saved_with_seed_loads_with_random_state(faces):
+def test_a_file_saved_with_seed_loads_with_random_state(faces, tmp_path):
     # Model files written before the scikit-learn conventions hold the instance's ``seed`` and
-    # ``classes_`` (no ``classes``, no ``memory``); loading goes through __setstate__.
+    # ``classes_`` (no ``classes``, no ``memory``); skops hands that dict to __setstate__.
     (X, y), (X_test, _) = faces
     fitted = ClassicModel("hog", "knn").fit(X, y)
-    state = dict(fitted.__dict__)
-    state["seed"] = state.pop("random_state")
-    del state["classes"], state["memory"]
-    old = ClassicModel.__new__(ClassicModel)
-    old.__setstate__(state)
-    assert old.random_state == 0 and old.classes == CLASSES and old.memory is None
-    assert "seed" not in old.__dict__
-    np.testing.assert_array_equal(old.predict_proba(X_test), fitted.predict_proba(X_test))
+    old = clone(fitted).fit(X, y)
+    old.__dict__["seed"] = old.__dict__.pop("random_state")
+    del old.__dict__["classes"], old.__dict__["memory"]
+    import skops.io
+
+    from fer_classic.model import library_versions
+
+    skops.io.dump({"format": "fer-bench-model", "format_version": 2, "family": "classic",
+                   "versions": library_versions(), "model": old}, tmp_path / "old.skops")
+    assert '"seed"' in zipfile.ZipFile(tmp_path / "old.skops").read("schema.json").decode()
+    loaded = ClassicModel.load(tmp_path / "old.skops")
+    assert loaded.random_state == 0 and loaded.classes == CLASSES and loaded.memory is None
+    assert "seed" not in loaded.__dict__
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), fitted.predict_proba(X_test))
 
 
 def test_save_load_round_trip_in_a_fresh_process(faces, tmp_path):
