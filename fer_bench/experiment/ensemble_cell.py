@@ -88,7 +88,12 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
         f"{scores['accuracy']:.4f} (best member {best_member}: "
         f"{np.mean(member_predictions[best_member] == test.y):.4f}, McNemar p = {versus_best['p_value']:.3g})")
     timing = time_prediction_isolated(model, test.X)
-    record = cell_record(dataset, name, "ensemble", started, {}, {
+    families = {record["family"] for record in records}
+    # An ensemble of CNNs is a deep model (and so is one of classical models, classical): the verdict
+    # compares it with the other family.  One that mixes the two is a fusion, a family of its own.
+    family = families.pop() if len(families) == 1 else "fusion"
+    record = cell_record(dataset, name, family, started, {}, {
+        "ensemble": True,
         "features": "+".join(record.get("features", "pixels") for record in records),
         "feature_params": {},
         "classifier": name,

@@ -25,7 +25,7 @@ from ..metrics import evaluate_predictions, group_labels, mcnemar_test
 ALPHA = 0.05
 """Significance level of the verdict's McNemar test."""
 
-FAMILY_NAMES = {"classic": "classical", "deep": "deep"}
+FAMILY_NAMES = {"classic": "classical", "deep": "deep", "fusion": "classical + deep fusion"}
 
 
 class ReportError(ValueError):

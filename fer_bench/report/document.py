@@ -101,6 +101,24 @@ def comparison_rows(comparison: dict) -> list:
     return rows
 
 
+def ensemble_rows(analysis: RunAnalysis) -> list:
+    """Each ensemble cell beside its members, with McNemar's test against its best member; [] if none."""
+    ensembles = [m for m in analysis.models if m.record.get("members")]
+    if not ensembles:
+        return []
+    accuracy = {m.name: m.accuracy for m in analysis.models}
+    rows = [["ensemble", "test accuracy", "members (weight, test accuracy)", "best member", "b / c", "McNemar p"]]
+    for model in ensembles:
+        record = model.record
+        members = ", ".join(f"{cell} ({weight:.2f}, {pct(accuracy.get(cell))})"
+                            for cell, weight in zip(record["members"], record.get("weights") or []))
+        test = record.get("mcnemar_vs_best_member") or {}
+        rows.append([model.name, pct(model.accuracy), members, record.get("best_member", "–"),
+                     f"{test.get('b', '–')} / {test.get('c', '–')}",
+                     p_text(test["p_value"]) if test.get("p_value") is not None else "–"])
+    return rows
+
+
 def failed_rows(analysis: RunAnalysis) -> list:
     if not analysis.failed:
         return []
@@ -194,6 +212,13 @@ def build_document(analysis: RunAnalysis, plots: dict) -> Document:
     if analysis.comparison and analysis.comparison["mcnemar"]:
         c = analysis.comparison
         add([Heading(f"McNemar: {c['a']} vs {c['b']}"), Table(comparison_rows(c))])
+    ensembles = ensemble_rows(analysis)
+    if ensembles:
+        add([Heading("Ensembles and fusion"),
+             Paragraph("Each ensemble averages its members' probabilities with weights chosen on the validation "
+                       "split; b counts test faces only the ensemble got right, c those only its best member "
+                       "(by validation accuracy) got right."),
+             Table(ensembles)])
     if analysis.problems:
         add([Heading("Warnings"), Bullets(list(analysis.problems), "warn")])
     failed = failed_rows(analysis)

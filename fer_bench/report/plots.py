@@ -10,7 +10,7 @@ import numpy as np
 
 from .analysis import FAMILY_NAMES, ModelResult, RunAnalysis, pct, resolve_path
 
-FAMILY_COLOURS = {"classic": "#1f77b4", "deep": "#d62728"}
+FAMILY_COLOURS = {"classic": "#1f77b4", "deep": "#d62728", "fusion": "#9467bd"}
 
 
 def _figure(width, height):

@@ -29,7 +29,9 @@ def test_ensemble_cell_records_members_weights_and_the_test_against_its_best_mem
                                     "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert done.exit_code == 0, done.output
     record = json.loads((out / "records" / "fusion.json").read_text())
-    assert record["family"] == "ensemble" and record["members"] == ["hog__knn", "hog__dt"]
+    # Two classical members: a classical model for the verdict; a mix would be a fusion.
+    assert record["family"] == "classic" and record["ensemble"] is True
+    assert record["members"] == ["hog__knn", "hog__dt"]
     assert record["status"] == "ok" and sum(record["weights"]) == pytest.approx(1.0)
     assert record["best_member"] in record["members"]
     assert 0.0 <= record["mcnemar_vs_best_member"]["p_value"] <= 1.0
@@ -39,6 +41,10 @@ def test_ensemble_cell_records_members_weights_and_the_test_against_its_best_mem
     labels = model.predict(dataset.test.X)
     accuracy = np.mean(labels == np.asarray(model.classes_)[dataset.test.y])
     assert accuracy == pytest.approx(record["accuracy"])
+    # The report shows it beside its members.
+    report = (out / "report.md").read_text()
+    assert "## Ensembles and fusion" in report
+    assert "| fusion |" in report and "hog__knn (" in report
 
 
 def test_ensemble_of_missing_cells_is_one_clear_line(kaggle_dir, run_with_two_cells, tmp_path):
