@@ -25,6 +25,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 
 from fer_bench import _core
 from fer_bench._core import FER2013_CLASSES, encode_labels
@@ -92,21 +94,28 @@ def crop_shifts(X: np.ndarray, margin: int) -> list:
     return [np.roll(X, offset, axis=(1, 2)) for offset in offsets]
 
 
-class DeepModel:
+class DeepModel(ClassifierMixin, BaseEstimator):
     """A Keras CNN on 48x48 gray faces, trained with augmentation and selected on a validation split.
+
+    A scikit-learn estimator as far as Keras allows: ``__init__`` stores the
+    parameters as given and ``fit`` validates them, so ``get_params``,
+    ``set_params`` and ``clone`` work on an unfitted model, and an unfitted
+    model raises ``NotFittedError``.  A fitted model holds a Keras network,
+    which ``clone`` leaves behind (it returns an unfitted copy) and which is
+    saved with :meth:`save` rather than pickled.
 
     Parameters
     ----------
     arch : str
-        Architecture name: ``seed``, ``vgg`` or ``mobilenet_v2``.
+        Architecture name, a key of :data:`fer_deep.ARCHITECTURE_NAMES` (``tutorial``, ``vgg`` ...).
     epochs : int, optional
         Maximum training epochs (early stopping may end sooner); default
         :data:`fer_deep.DEFAULT_EPOCHS` of the architecture.
     batch_size : int
         Training batch size.
     classes : sequence of str
-        Label names in label order.
-    seed : int
+        Label names in label order; ``fit`` sets ``classes_`` from it.
+    random_state : int
         Seed of weights, shuffling and augmentation.
     tta : bool or str
         Test-time augmentation: ``False`` (none), ``"flip"`` (or ``True``:
@@ -127,18 +136,18 @@ class DeepModel:
 
     family = "deep"
 
-    def __init__(self, arch="seed", *, epochs=None, batch_size=64, classes=FER2013_CLASSES, seed=0, tta=False,
-                 arch_params=None, train_params=None, verbose="auto", metadata=None):
-        self.arch = check_architecture_name(arch)
-        self.epochs = int(epochs if epochs is not None else DEFAULT_EPOCHS[self.arch])
-        self.batch_size = int(batch_size)
-        self.classes_ = tuple(classes)
-        self.seed = seed
-        self.tta = check_tta(tta)
-        self.arch_params = dict(arch_params or {})
-        self.train_params = dict(train_params or {})
+    def __init__(self, arch="tutorial", *, epochs=None, batch_size=64, classes=FER2013_CLASSES, random_state=0,
+                 tta=False, arch_params=None, train_params=None, verbose="auto", metadata=None):
+        self.arch = arch
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.classes = classes
+        self.random_state = random_state
+        self.tta = tta
+        self.arch_params = arch_params
+        self.train_params = train_params
         self.verbose = verbose
-        self.metadata = dict(metadata or {})
+        self.metadata = metadata
 
     # ------------------------------------------------------------------ fitting
 
@@ -175,23 +184,27 @@ class DeepModel:
         require_keras()
         from .training import train
 
+        arch = check_architecture_name(self.arch)
+        epochs = int(self.epochs if self.epochs is not None else DEFAULT_EPOCHS[arch])
+        check_tta(self.tta)
+        classes = tuple(self.classes)
         X = self._check_faces(X)
-        y = encode_labels(y, self.classes_)
+        y = encode_labels(y, classes)
         if len(X) != len(y):
             raise ValueError(f"{len(X)} faces but {len(y)} labels")
         if len(np.unique(y)) < 2:
             raise ValueError("training needs faces of at least two classes")
         if validation is not None:
-            validation = (self._check_faces(validation[0]), encode_labels(validation[1], self.classes_))
+            validation = (self._check_faces(validation[0]), encode_labels(validation[1], classes))
         result = train(
-            self.arch, X, y,
+            arch, X, y,
             validation=validation,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            num_classes=len(self.classes_),
-            arch_params=self.arch_params,
-            train_params=self.train_params,
+            epochs=epochs,
+            batch_size=int(self.batch_size),
+            seed=self.random_state,
+            num_classes=len(classes),
+            arch_params=dict(self.arch_params or {}),
+            train_params=dict(self.train_params or {}),
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             curves_path=curves_path,
@@ -199,6 +212,9 @@ class DeepModel:
             callbacks=callbacks,
             log=log,
         )
+        self.classes_ = classes
+        self.arch_ = arch
+        self.epochs_ = epochs
         self.model_ = result.model
         self.history_ = result.history
         self.epochs_run_ = result.epochs_run
@@ -213,8 +229,7 @@ class DeepModel:
         return self
 
     def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this DeepModel is not fitted yet; call fit(X, y) first")
+        check_is_fitted(self, "model_", msg="this %(name)s is not fitted yet; call fit(X, y) first")
 
     @staticmethod
     def _check_faces(X) -> np.ndarray:
@@ -250,10 +265,11 @@ class DeepModel:
             raise ValueError(f"faces must be {self.input_shape_[0]}x{self.input_shape_[1]}, got {X.shape[1:]}")
         if len(X) == 0:
             return np.zeros((0, len(self.classes_)))
-        if not self.tta:
+        tta = check_tta(self.tta)
+        if not tta:
             return self._forward(X)
         views = [X, X[:, :, ::-1]]
-        if self.tta == "ten_crop":
+        if tta == "ten_crop":
             views = [mirrored for shifted in crop_shifts(X, self.crop_margin()) for mirrored in
                      (shifted, shifted[:, :, ::-1])]
         return sum(self._forward(view) for view in views) / len(views)
@@ -281,23 +297,23 @@ class DeepModel:
             "format": DEEP_MODEL_FORMAT,
             "format_version": DEEP_MODEL_FORMAT_VERSION,
             "family": self.family,
-            "arch": self.arch,
-            "arch_params": self.arch_params,
-            "train_params": self.train_params,
+            "arch": self.arch_,
+            "arch_params": dict(self.arch_params or {}),
+            "train_params": dict(self.train_params or {}),
             "training_params": getattr(self, "training_params_", {}),
             "classes": list(self.classes_),
             "input_shape": list(self.input_shape_),
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-            "tta": self.tta,
+            "epochs": self.epochs_,
+            "batch_size": int(self.batch_size),
+            "seed": self.random_state,  # the file format's name for random_state
+            "tta": check_tta(self.tta),
             "epochs_run": getattr(self, "epochs_run_", None),
             "best_epoch": getattr(self, "best_epoch_", None),
             "stopped_early": getattr(self, "stopped_early_", None),
             "history": getattr(self, "history_", {}),
             "n_train": getattr(self, "n_train_", None),
             "versions": library_versions(),
-            "metadata": self.metadata,
+            "metadata": dict(self.metadata or {}),
         }
 
     def save(self, path) -> Path:
@@ -333,10 +349,11 @@ class DeepModel:
         info = read_deep_metadata(path)
         keras = require_keras()
         try:
+            arch = check_architecture_name(info["arch"])  # "seed", the tutorial's former name, reads as "tutorial"
             model = cls(
-                info["arch"], epochs=info["epochs"], batch_size=info["batch_size"], classes=info["classes"],
-                seed=info["seed"], tta=info["tta"], arch_params=info.get("arch_params"),
-                train_params=info.get("train_params"), metadata=info.get("metadata"),
+                arch, epochs=info["epochs"], batch_size=info["batch_size"], classes=tuple(info["classes"]),
+                random_state=info["seed"], tta=check_tta(info["tta"]), arch_params=info.get("arch_params") or {},
+                train_params=info.get("train_params") or {}, metadata=info.get("metadata") or {},
             )
         except ValueError as error:  # e.g. an architecture this version does not know
             raise DeepModelFileError(f"{path}: {error}; this fer-bench cannot describe the model") from None
@@ -350,6 +367,7 @@ class DeepModel:
                 raise DeepModelFileError(
                     f"{path}: its Keras model cannot be read ({type(error).__name__}: {error})"
                 ) from None
+        model.classes_, model.arch_, model.epochs_ = model.classes, arch, int(info["epochs"])
         model.history_ = info.get("history", {})
         model.epochs_run_ = info.get("epochs_run")
         model.best_epoch_ = info.get("best_epoch")

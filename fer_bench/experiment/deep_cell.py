@@ -97,8 +97,8 @@ def run_deep_cell(
     log(f"{name}: training on {len(y_train):,} {train.name} faces, selecting on {val.name} ({len(val):,}), "
         f"backend {keras.backend.backend()}")
 
-    model = DeepModel(arch, epochs=epochs, batch_size=batch_size, classes=classes, seed=seed, tta=tta,
-                      arch_params=arch_params, train_params=train_params, verbose=verbose)
+    model = DeepModel(arch, epochs=epochs, batch_size=batch_size, classes=classes, random_state=seed, tta=tta,
+                      arch_params=dict(arch_params or {}), train_params=dict(train_params or {}), verbose=verbose)
     model.fit(
         X_train, y_train,
         validation=(val.X, val.y),

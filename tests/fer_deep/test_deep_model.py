@@ -7,6 +7,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 keras = pytest.importorskip("keras")
 
@@ -51,7 +53,7 @@ def test_interface_shapes_and_label_names(model, faces):
 
 
 def test_loaded_model_keeps_its_description(model):
-    assert model.arch == "seed" and model.epochs == 1 and model.batch_size == 14
+    assert model.arch == "seed" and model.epochs == 1 and model.epochs_ == 1 and model.batch_size == 14
     assert model.epochs_run_ == 1 and model.best_epoch_ == 1
     assert len(model.history_["val_accuracy"]) == 1
     assert model.metadata == {"note": "tiny test model"}
@@ -72,15 +74,37 @@ def test_fit_validates_faces_and_labels(model):
         DeepModel("seed", epochs=1).fit(X[0], [3])
 
 
-def test_epochs_default_per_architecture():
-    assert DeepModel("seed").epochs == 100 and DeepModel("mobilenet_v2").epochs == 40
-    assert DeepModel("vgg", epochs=3).epochs == 3
+class Trained(Exception):
+    """Raised by a stand-in for fer_deep.training.train, carrying its arguments."""
 
 
-def test_unknown_architecture_and_unfitted_model_are_errors(faces):
+@pytest.mark.parametrize("arch, given, expected", [("seed", None, 100), ("mobilenet_v2", None, 40), ("vgg", 3, 3)])
+def test_epochs_default_per_architecture(monkeypatch, arch, given, expected):
+    import fer_deep.training
+
+    def train(*args, **kwargs):
+        raise Trained(args, kwargs)
+
+    monkeypatch.setattr(fer_deep.training, "train", train)
+    X, y = synthetic_faces(14, seed=6)
+    with pytest.raises(Trained) as trained:
+        DeepModel(arch, epochs=given).fit(X, y)
+    assert trained.value.args[0][0] == arch and trained.value.args[1]["epochs"] == expected
+
+
+def test_an_unfitted_model_clones_and_validates_in_fit(faces):
+    params = {"dropout": (0.1, 0.1, 0.2)}
+    model = DeepModel("vgg", epochs=3, arch_params=params, random_state=4)
+    assert model.get_params()["arch_params"] is params and not hasattr(model, "classes_")
+    copy = clone(model)
+    assert copy.get_params()["arch_params"] == params and copy.random_state == 4 and copy.epochs == 3
+    assert copy.set_params(arch="mobilenet_v2").arch == "mobilenet_v2"
+    X, y = synthetic_faces(14, seed=6)
     with pytest.raises(ValueError, match="unknown architecture 'alexnet'; choose from seed, vgg, mobilenet_v2"):
-        DeepModel("alexnet")
-    with pytest.raises(RuntimeError, match="not fitted yet; call fit"):
+        DeepModel("alexnet").fit(X, y)  # validated in fit, not in __init__
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'twice'"):
+        DeepModel("seed", tta="twice").fit(X, y)
+    with pytest.raises(NotFittedError, match="this DeepModel is not fitted yet; call fit"):
         DeepModel("seed").predict(faces)
 
 
