@@ -25,8 +25,8 @@ ARCHITECTURE_NAMES = {
 }
 """Architecture name -> one-line description; the keys equal :data:`fer_deep.architectures.ARCHITECTURES`'s."""
 
-# seed: capped at 50 epochs, its PublicTest accuracy was still rising (61.4% at epoch 48, training
-# accuracy 74%), so the cap, not early stopping, ended it; at 1e-4 constant it needs more room.
+# seed (the tutorial net) learns at a constant 1e-4 (see fer_deep.training.TRAINING_DEFAULTS), slowly, so it
+# has the largest budget; early stopping on the validation split usually ends it first.
 DEFAULT_EPOCHS = {"seed": 100, "vgg": 60, "mobilenet_v2": 40, "vgg_cpu": 30, "resnet_cpu": 30}
 """Maximum training epochs per architecture (early stopping on validation usually ends sooner)."""
 
