@@ -157,20 +157,14 @@ def limit_tensorflow_threads():
 
 
 def time_model_per_face(model, faces, *, batch: int = 500, singles: int = 100) -> dict:
-    """Milliseconds per face of ``model.predict_proba``: one face at a time (median) and batched."""
+    """Milliseconds per face of ``model.predict``, by the harness's timer (one thread): one face at a time
+    (median) and batched."""
+    from fer_bench.experiment.harness import time_prediction
+
     faces = np.asarray(faces)
-    with one_thread():
-        model.predict_proba(faces[:2])  # warm-up: lazy loads, caches, tracing
-        times = []
-        for face in faces[:singles]:
-            start = time.perf_counter()
-            model.predict_proba(face[None])
-            times.append(time.perf_counter() - start)
-        chunk = faces[:batch]
-        start = time.perf_counter()
-        model.predict_proba(chunk)
-        batched = (time.perf_counter() - start) / len(chunk)
-    return {"ms_single": 1000 * float(np.median(times)), "ms_batched": 1000 * batched, "n_batched": len(chunk)}
+    timing = time_prediction(model, faces, batch=batch, singles=singles)
+    return {"ms_single": timing["predict_ms_single"], "ms_batched": timing["predict_ms_per_face"],
+            "n_batched": len(faces[:batch])}
 
 
 def time_pipeline(model, frames, detector: str, *, min_face: int = 48) -> dict:

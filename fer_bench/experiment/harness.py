@@ -101,20 +101,31 @@ def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y
 
 
 def time_prediction(model, X: np.ndarray, *, batch: int = 500, singles: int = 50) -> dict:
-    """Milliseconds per face, features included, on one thread: batched and one face at a time."""
+    """Milliseconds per face, features included, on one thread: batched and one face at a time.
+
+    The one per-face timer of fer-bench (records, ``benchmarks/bench_*.py``):
+    BLAS/OpenMP (``threadpool_limits``) and OpenCV are held to one thread
+    while it runs; ``predict_ms_single`` is the median over ``singles`` faces.
+    """
+    import cv2
     from threadpoolctl import threadpool_limits
 
     X_batch = X[:batch]
-    with threadpool_limits(1):
-        model.predict(X_batch[:2])  # warm-up: lazy model loads, caches
-        start = time.perf_counter()
-        model.predict(X_batch)
-        batched = (time.perf_counter() - start) * 1000 / len(X_batch)
-        times = []
-        for face in X[:singles]:
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(1):
+            model.predict(X_batch[:2])  # warm-up: lazy model loads, caches
             start = time.perf_counter()
-            model.predict(face[None])
-            times.append((time.perf_counter() - start) * 1000)
+            model.predict(X_batch)
+            batched = (time.perf_counter() - start) * 1000 / len(X_batch)
+            times = []
+            for face in X[:singles]:
+                start = time.perf_counter()
+                model.predict(face[None])
+                times.append((time.perf_counter() - start) * 1000)
+    finally:
+        cv2.setNumThreads(opencv_threads)
     return {"predict_ms_per_face": batched, "predict_ms_single": float(np.median(times))}
 
 
