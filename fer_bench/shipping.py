@@ -68,6 +68,8 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
         from fer_deep.onnx_model import export_onnx
 
         target = export_onnx(load_model(source), SHIPPED_DIR / f"{name}.onnx")
+    elif record["family"] == "classic":  # saved again: compressed, in this version's format
+        target = load_model(source).save(SHIPPED_DIR / f"{name}.skops")
     else:
         target = SHIPPED_DIR / f"{name}{source.suffix}"
         shutil.copyfile(source, target)

@@ -231,6 +231,7 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         The file keeps ``memory=None``: a cache folder belongs to the machine that trained the model.
         """
         import copy
+        import zipfile
 
         import skops.io
 
@@ -246,7 +247,7 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
             "model": saved,
         }
         with _core.replacing(path, suffix=".tmp") as tmp:
-            skops.io.dump(payload, tmp)
+            skops.io.dump(payload, tmp, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
         return path
 
     @classmethod
