@@ -229,6 +229,14 @@ def list_registries():
         if spec.grid:
             click.echo(f"  {'':<11} selected on the validation split from: "
                        + "; ".join(f"{k} in {v}" for k, v in spec.grid.items()))
+    from fer_deep import ARCHITECTURE_COSTS, DEFAULT_EPOCHS
+
+    click.echo("CNNs (fer-bench train cnn --arch NAME; parameters, multiply-adds of one face, default epochs):")
+    for name, description in ARCHITECTURE_NAMES.items():
+        parameters, multiply_adds = ARCHITECTURE_COSTS[name]
+        click.echo(f"  {name:<13} {parameters / 1e6:.2f} M parameters, {multiply_adds / 1e9:.3f} G multiply-adds, "
+                   f"{DEFAULT_EPOCHS[name]} epochs")
+        click.echo(f"  {'':<13} {description}")
 
 
 # --------------------------------------------------------------------------- run

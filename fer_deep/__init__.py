@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fer_bench._core import FER2013_CLASSES  # the one shared module fer_deep imports
 
-__all__ = ["ARCHITECTURE_NAMES", "DEFAULT_EPOCHS", "DeepDependencyError", "DeepModel", "DeepModelFileError",
+__all__ = ["ARCHITECTURE_COSTS", "ARCHITECTURE_NAMES", "DEFAULT_EPOCHS", "DeepDependencyError", "DeepModel", "DeepModelFileError",
            "FER2013_CLASSES", "check_architecture_name", "require_keras"]
 
 ARCHITECTURE_NAMES = {
@@ -29,6 +29,17 @@ ARCHITECTURE_NAMES = {
 # has the largest budget; early stopping on the validation split usually ends it first.
 DEFAULT_EPOCHS = {"seed": 100, "vgg": 60, "mobilenet_v2": 40, "vgg_cpu": 30, "resnet_cpu": 30}
 """Maximum training epochs per architecture (early stopping on validation usually ends sooner)."""
+
+ARCHITECTURE_COSTS = {
+    "seed": (2_345_607, 77_326_464),
+    "vgg": (10_472_519, 474_242_048),
+    "mobilenet_v2": (2_266_951, 55_018_112),
+    "vgg_cpu": (1_176_359, 81_563_392),
+    "resnet_cpu": (1_230_503, 98_766_592),
+}
+"""Architecture -> (parameters, multiply-adds of one face's forward pass), built with default parameters for
+48x48 faces and 7 classes (:func:`fer_deep.architectures.multiply_adds`); kept here so the registry can show
+them without Keras, and checked against the built networks by the tests."""
 
 DEEP_EXTRA_HINT = "pip install 'fer-bench[deep]'"
 

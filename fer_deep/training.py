@@ -267,8 +267,11 @@ def make_optimizer(params: dict, steps_per_epoch: int, epochs: int):
     return keras.optimizers.Adam(rate, weight_decay=decay)
 
 
-def make_trainer(net, params: dict, optimizer, seed: int = 0):
-    """The compiled training model: augmentation (when enabled) followed by ``net``."""
+def make_trainer(net, params: dict, optimizer, seed: int = 0, jit_compile="auto"):
+    """The compiled training model: augmentation (when enabled) followed by ``net``.
+
+    ``jit_compile`` is Keras' (``"auto"``: XLA where the backend and layers support it).
+    """
     inputs = keras.Input(shape=net.input_shape[1:], name="face")
     x = make_augmentation(params, seed)(inputs) if params.get("augment") else inputs
     trainer = keras.Model(inputs, net(x), name="trainer")
@@ -279,7 +282,7 @@ def make_trainer(net, params: dict, optimizer, seed: int = 0):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    trainer.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
+    trainer.compile(optimizer=optimizer, loss=loss, metrics=[accuracy], jit_compile=jit_compile)
     return trainer
 
 

@@ -24,6 +24,25 @@ def test_multiply_adds_counts_convolutions_and_dense_layers():
     assert multiply_adds(keras.Model(inputs, outputs)) == 288 + 224
 
 
+def test_listed_costs_are_those_of_the_built_networks():
+    from fer_deep import ARCHITECTURE_COSTS, ARCHITECTURE_NAMES
+
+    assert set(ARCHITECTURE_COSTS) == set(ARCHITECTURE_NAMES)
+    for name, (parameters, macs) in ARCHITECTURE_COSTS.items():
+        model = make_model(name, (48, 48, 1), 7)
+        assert (model.count_params(), multiply_adds(model)) == (parameters, macs), name
+
+
+def test_list_command_shows_each_cnn_with_its_cost():
+    from click.testing import CliRunner
+
+    from fer_bench.cli import cli
+
+    done = CliRunner().invoke(cli, ["list"])
+    assert done.exit_code == 0, done.output
+    assert "vgg_cpu       1.18 M parameters, 0.082 G multiply-adds, 30 epochs" in done.stdout
+
+
 @pytest.mark.parametrize("name", CPU_NETWORKS)
 def test_cpu_network_fits_the_budget_and_sees_the_centre_crop(name):
     model = make_model(name, (48, 48, 1), 7)
