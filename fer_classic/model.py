@@ -38,10 +38,15 @@ TRUSTED_TYPES = frozenset({
     "fer_classic.features.HOGFeatures",
     "fer_classic.features.LBPFeatures",
     "fer_classic.features.LandmarkFeatures",
+    "fer_classic.sift.SiftBovwFeatures",
     "fer_classic.estimators.FixedSizeLSSVM",
     "fer_classic.estimators.VectorizedSVC",
     "fer_classic.estimators.SoftmaxCalibrator",
+    "fer_classic.estimators.LocalSVM",
     "sklearn.tree._tree.Tree",
+    # Per-class sigmoid calibration, as models of format version 1 hold it (re-saved as skops files).
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
 })
 """Types a classical model file may hold beyond those skops trusts itself (NumPy, SciPy, scikit-learn
 estimators).  Each is a plain data holder: rebuilding it sets attributes and runs none of its methods."""
