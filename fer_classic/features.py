@@ -1,9 +1,11 @@
-"""Hand-crafted face features: HOG, LBP histograms and dlib landmarks.
+"""Hand-crafted face features: HOG, LBP histograms, dlib landmarks and (from :mod:`fer_classic.sift`) dense SIFT.
 
 Each feature is a plain function on one 48x48 gray face (scikit-image style)
 and a scikit-learn transformer over a stack of faces ``(n, 48, 48)``.  The
 transformers are stateless: ``fit`` only validates, ``transform`` maps every
 face to a fixed-length float32 vector, in parallel over ``n_jobs`` processes.
+The dense SIFT bag of words (``sift_bovw``) is the exception: it learns a
+vocabulary in ``fit``.
 
 Combine them with :func:`make_features`, e.g. ``make_features("hog+lbp")``,
 which returns a :class:`sklearn.pipeline.FeatureUnion`.  :func:`transform_faces`
@@ -21,24 +23,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import FeatureUnion
 
+from ._validation import check_faces as _check_faces
+
 # --------------------------------------------------------------------------- shared
-
-
-def _check_faces(X) -> np.ndarray:
-    """Validate a stack of gray faces and return it as an array (n, h, w)."""
-    X = np.asarray(X)
-    if X.ndim == 2:
-        raise ValueError(
-            f"expected a stack of gray faces of shape (n, height, width), got a 2-D array {X.shape}; "
-            "wrap a single face as X[None]"
-        )
-    if X.ndim != 3:
-        raise ValueError(f"expected a stack of gray faces of shape (n, height, width), got shape {X.shape}")
-    if X.shape[1] < 16 or X.shape[2] < 16:
-        raise ValueError(f"faces of {X.shape[1]}x{X.shape[2]} pixels are too small; expected 48x48")
-    if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
-        raise ValueError(f"faces must hold numbers, got dtype {X.dtype}")
-    return X
 
 
 def _map_faces(function, X, n_jobs, **params) -> np.ndarray:
@@ -450,12 +437,16 @@ class LandmarkFeatures(_FaceTransformer):
 
 # --------------------------------------------------------------------------- registry
 
+from .sift import SiftBovwFeatures  # noqa: E402  (its own module; it imports nothing of this one)
+
 FEATURES = {
     "hog": HOGFeatures,
     "lbp": LBPFeatures,
     "landmarks": LandmarkFeatures,
+    "sift_bovw": SiftBovwFeatures,
 }
-"""Feature name -> transformer class.  Combine names with ``+``."""
+"""Feature name -> transformer class.  Combine names with ``+``.  ``sift_bovw`` learns a vocabulary in ``fit``
+(fit it on the training faces); the others are stateless."""
 
 
 def parse_feature_spec(spec: str) -> list:
@@ -536,8 +527,9 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
     memory : None, str, path or joblib.Memory
         Cache location, as ``Pipeline(memory=...)`` takes it; None caches nothing.
         The key is the feature's name, its resolved parameters
-        (:func:`resolved_feature_params`), :data:`FEATURE_CODE_VERSION` and the
-        faces' bytes, so a combined spec (``hog+lbp``) reuses the cached single
+        (:func:`resolved_feature_params`; for a feature fitted on faces, also
+        its ``fitted_state_digest()``: the training faces' and the vocabulary's
+        digests), :data:`FEATURE_CODE_VERSION` and the faces' bytes, so a combined spec (``hog+lbp``) reuses the cached single
         features and a second run of a cell extracts nothing.
     n_jobs : int or None
         Processes for the extraction; None keeps each transformer's own setting.
@@ -565,6 +557,10 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
         for part in parts:
             name = names[type(part)]
             params = {key: value for key, value in part.get_params(deep=False).items() if key != "n_jobs"}
-            blocks.append(extract(name, resolved_feature_params(name, params), np.asarray(X), FEATURE_CODE_VERSION,
-                                  part=part))
+            key = resolved_feature_params(name, params)
+            if hasattr(part, "fitted_state_digest"):
+                # A feature that learns in fit (sift_bovw's vocabulary): its vectors also depend on the
+                # faces it was fitted on and on what it learned from them.
+                key = json.dumps({"params": json.loads(key), "fitted": part.fitted_state_digest()}, sort_keys=True)
+            blocks.append(extract(name, key, np.asarray(X), FEATURE_CODE_VERSION, part=part))
     return blocks[0] if len(blocks) == 1 else np.hstack(blocks)
