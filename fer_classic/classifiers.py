@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from .estimators import make_ls_svm
+from .estimators import LocalSVM, make_ls_svm
 
 
 def _reduce(pca_components, seed, whiten=False):
@@ -90,6 +90,19 @@ def make_knn(*, n_neighbors=10, weights="distance", pca_components=100, whiten=F
     ])
 
 
+def make_local_svm(*, n_neighbors=500, kernel="rbf", C=10.0, pca_components=200, seed=0):
+    """Local SVM (:class:`fer_classic.estimators.LocalSVM`) in a standardised PCA space.
+
+    The neighbours are searched and the local SVMs fitted on the PCA
+    components, as the global ``svm`` classifies them.
+    """
+    return Pipeline([
+        ("scale", StandardScaler()),
+        ("reduce", _reduce(pca_components, seed)),
+        ("local", LocalSVM(n_neighbors=n_neighbors, kernel=kernel, C=C, random_state=seed)),
+    ])
+
+
 @dataclass(frozen=True)
 class ClassifierSpec:
     """One registry entry.
@@ -141,6 +154,8 @@ CLASSIFIERS = {
     # scores 46.3% on PublicTest (10,000 HOG faces) against 52.5% for the exact SVM, and is slower.
     "ls_svm": ClassifierSpec(make_ls_svm, "least-squares RBF SVM on 6,000 kernel centres (fast CPU prediction)",
                              {"alpha": [0.01, 0.1]}, class_weight=False),
+    "local_svm": ClassifierSpec(make_local_svm, "an RBF SVM per test face on its nearest training faces (local learning)",
+                                {"n_neighbors": [200, 500, 1000]}, class_weight=False),
 }
 """Classifier name -> :class:`ClassifierSpec`."""
 

@@ -1,4 +1,4 @@
-"""Estimators of fer-bench's own, for fast prediction of a classical model on a CPU.
+"""Estimators of fer-bench's own: fast prediction of a classical model on a CPU, and local learning.
 
 :class:`FixedSizeLSSVM` (registry name ``ls_svm``)
     A fixed-size least-squares SVM (Suykens et al., 2002): an RBF kernel
@@ -26,6 +26,10 @@ Both pickle inside :meth:`fer_classic.model.ClassicModel.save`;
 :func:`fer_classic.model.prepare_for_deployment` (``fer-bench deploy MODEL
 OUT``) converts a saved model's RBF ``SVC`` into a :class:`VectorizedSVC`
 without retraining.
+
+:class:`LocalSVM` (registry name ``local_svm``)
+    Local learning (Ionescu, Popescu and Grozea, 2013): for each face to
+    classify, an RBF (or linear) SVM fitted on its nearest training faces.
 """
 
 from __future__ import annotations
@@ -539,3 +543,150 @@ def make_ls_svm(*, n_components=6000, pca_components=200, gamma_scale=1.0, alpha
     """
     return FixedSizeLSSVM(n_components=n_components, pca_components=pca_components, gamma_scale=gamma_scale,
                           alpha=alpha, random_state=seed)
+
+
+# --------------------------------------------------------------------------- local learning
+
+
+class LocalSVM(ClassifierMixin, BaseEstimator):
+    """Local learning: for each sample, an SVM fitted on its ``n_neighbors`` nearest training samples.
+
+    Ionescu, Popescu and Grozea (2013) gained about 2 points on FER-2013 with
+    it over a global SVM.  ``fit`` only stores the training rows; every call
+    of ``decision_function`` finds each row's nearest training rows
+    (Euclidean, by BLAS in blocks of ``batch_size`` rows) and fits a
+    one-vs-rest ``SVC`` (``break_ties=True``) on them.  The kernel block of
+    the neighbours is computed by BLAS and given to libsvm precomputed, which
+    is what makes a fit take milliseconds: on a busy 2-core machine, 500
+    neighbours of 200 values, 45 ms against 79 ms for ``SVC(kernel="rbf")``
+    and 250 ms or more for ``LinearSVC``.  The neighbours are given to the SVM
+    in training order, so with ``n_neighbors`` at least the training set's
+    size the local SVM is the global ``SVC`` (fitted once for all rows).  If
+    all neighbours share one label, no SVM is fitted: that label scores 1 and
+    the others -1.
+
+    The decision values have one column per class of ``classes_``.  A class
+    absent from a row's neighbourhood scores below every class present (1
+    below the lowest of them, and at most -2), so ``predict``, the argmax of
+    the decision values, is the local SVM's own prediction, and
+    :class:`SoftmaxCalibrator` can turn the values into probabilities.
+
+    Parameters
+    ----------
+    n_neighbors : int
+        Training samples each local SVM is fitted on.
+    kernel : {"rbf", "linear"}
+        Kernel of the local SVMs.
+    C : float
+        Regularisation of the local SVMs.
+    gamma : "scale" or float
+        RBF width; "scale" is ``1 / (n_features * X.var())`` of the whole training set.
+    batch_size : int
+        Rows whose neighbours are searched at once (memory ``batch_size x n_train``).
+    random_state : int
+        Random state of ``SVC`` (unused by its deterministic solver; kept for the registry's seed).
+    """
+
+    def __init__(self, n_neighbors=500, kernel="rbf", C=10.0, gamma="scale", batch_size=256, random_state=0):
+        self.n_neighbors = n_neighbors
+        self.kernel = kernel
+        self.C = C
+        self.gamma = gamma
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    def _validate_params_values(self):
+        if int(self.n_neighbors) < 2:
+            raise ValueError(f"n_neighbors={self.n_neighbors}; must be at least 2")
+        if self.kernel not in ("rbf", "linear"):
+            raise ValueError(f"kernel={self.kernel!r}; choose 'rbf' or 'linear'")
+        if float(self.C) <= 0:
+            raise ValueError(f"C={self.C}; must be positive")
+        if not (self.gamma == "scale" or (isinstance(self.gamma, (int, float)) and self.gamma > 0)):
+            raise ValueError(f"gamma={self.gamma!r}; give 'scale' or a positive number")
+
+    def fit(self, X, y):
+        """Store training rows ``X`` (n, d) and labels ``y`` (n,)."""
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import check_X_y
+
+        X, y = check_X_y(X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self._validate_params_values()
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError("LocalSVM needs samples of at least two classes; got one class")
+        self.n_features_in_ = X.shape[1]
+        # float32 halves the model file (the whole training set in the classifier's space); the kernels are
+        # computed in float64 from these values.
+        self.X_fit_ = np.ascontiguousarray(X, dtype=np.float32)
+        self.y_fit_ = y_index.astype(np.int64)
+        variance = float(np.asarray(X, dtype=np.float64).var())
+        self.gamma_ = (1.0 / (X.shape[1] * variance) if variance > 0 else 1.0) if self.gamma == "scale" \
+            else float(self.gamma)
+        return self
+
+    def _neighbours(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """Indices (sorted) of the ``k`` nearest training rows of each row: ``(n, k)``."""
+        train = self.X_fit_
+        # |x - t|^2 = |x|^2 - 2 x.t + |t|^2; |x|^2 does not change the order.
+        distances = rows.astype(train.dtype, copy=False) @ train.T
+        distances *= -2
+        distances += np.einsum("ij,ij->i", train, train)[None, :]
+        nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
+        return np.sort(nearest, axis=1)
+
+    def _kernel(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Kernel matrix between two sets of rows, in float64 (as libsvm computes it)."""
+        rows, columns = np.asarray(rows, dtype=np.float64), np.asarray(columns, dtype=np.float64)
+        if self.kernel == "linear":
+            return rows @ columns.T
+        return rbf_kernel_rows(rows, columns, np.einsum("ij,ij->i", columns, columns), self.gamma_)
+
+    def _local_model(self, neighbours: np.ndarray):
+        """The SVM fitted on training rows ``neighbours`` and the label indices it knows; one label: (None, it)."""
+        labels = self.y_fit_[neighbours]
+        present = np.unique(labels)
+        if len(present) == 1:
+            return None, present, neighbours
+        svm = SVC(kernel="precomputed", C=self.C, break_ties=True, decision_function_shape="ovr",
+                  random_state=self.random_state)
+        train = self.X_fit_[neighbours]
+        svm.fit(self._kernel(train, train), labels)
+        return svm, present, neighbours
+
+    def _scores(self, model, present: np.ndarray, neighbours: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Decision values ``(n, n_classes)`` of a local model (see the class notes for absent classes)."""
+        scores = np.full((len(rows), len(self.classes_)), -1.0)
+        if model is None:
+            scores[:, present[0]] = 1.0
+            return scores
+        values = np.asarray(model.decision_function(self._kernel(rows, self.X_fit_[neighbours])), dtype=np.float64)
+        if len(present) == 2:  # one value per row: positive for the second class
+            values = np.column_stack([-values, values])
+        scores[:] = (np.minimum(values.min(axis=1), -1.0) - 1.0)[:, None]
+        scores[:, present] = values
+        return scores
+
+    def decision_function(self, X) -> np.ndarray:
+        """Local SVM scores ``(n, n_classes)``; the largest is the predicted class."""
+        from sklearn.utils.validation import check_array, check_is_fitted
+
+        check_is_fitted(self, "X_fit_")
+        X = check_array(X, dtype=[np.float64, np.float32])
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but LocalSVM was fitted on {self.n_features_in_}")
+        X = X.astype(self.X_fit_.dtype, copy=False)
+        k = min(int(self.n_neighbors), len(self.X_fit_))
+        if k == len(self.X_fit_):  # every row's neighbourhood is the whole training set: one fit serves all
+            return self._scores(*self._local_model(np.arange(k)), X)
+        scores = np.empty((len(X), len(self.classes_)))
+        for start in range(0, len(X), int(self.batch_size)):
+            rows = X[start : start + int(self.batch_size)]
+            for i, chosen in enumerate(self._neighbours(rows, k)):
+                scores[start + i] = self._scores(*self._local_model(chosen), rows[i : i + 1])[0]
+        return scores
+
+    def predict(self, X) -> np.ndarray:
+        """Class labels of rows ``X``: the argmax of :meth:`decision_function`."""
+        return self.classes_.take(np.argmax(self.decision_function(X), axis=1))
