@@ -168,3 +168,24 @@ def test_vocabulary_saved_with_the_model_and_reloaded_identically(tmp_path):
     np.testing.assert_array_equal(loaded.transform(X[:10]), model.transform(X[:10]))
     np.testing.assert_array_equal(loaded.predict_proba(X[:10]), model.predict_proba(X[:10]))
     assert model.score(X, y) > 0.9  # the class bar is visible to SIFT
+
+
+def test_a_sift_bovw_cell_runs_from_the_cli_and_its_vocabulary_comes_from_training(kaggle_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from fer_bench.cli import cli
+    from fer_bench.data import load_dataset
+    from fer_classic.sift import faces_digest
+
+    args = ["run", "--features", "sift_bovw", "--classifier", "svm", "--feature-param", "sift_bovw.vocabulary_size=30",
+            "--data", str(kaggle_dir), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "records" / "sift_bovw__svm.json").read_text())
+    assert record["status"] == "ok" and record["n_features"] == 21 * 30 and record["n_test"] == 21
+    assert record["feature_params"] == {"sift_bovw": {"vocabulary_size": 30}}
+    model = ClassicModel.load(tmp_path / "out" / record["model_path"])
+    dataset = load_dataset(kaggle_dir, cache_dir=tmp_path / "cache")
+    assert model.extractor_.training_digest_ == faces_digest(dataset.train.X)  # Training only
+    np.testing.assert_array_equal(np.argmax(model.predict_proba(dataset.test.X), axis=1),
+                                  np.load(tmp_path / "out" / record["predictions_path"])["y_pred"])
