@@ -84,7 +84,7 @@ class FeatureExtraction:
 class CNNTrainingThroughput:
     """Training steps of a batch of 64 random faces per registered CNN (skipped without Keras)."""
 
-    params = (["seed", "vgg", "mobilenet_v2"],)
+    params = (["tutorial", "vgg", "mobilenet_v2"],)
     param_names = ("arch",)
     timeout = 600
     number = 1

@@ -19,7 +19,8 @@ import click
 from fer_classic.classifiers import CLASSIFIERS
 from fer_classic.features import FEATURES, LandmarkModelError, parse_feature_spec
 from fer_classic.model import ModelFileError
-from fer_deep import ARCHITECTURE_NAMES, DeepDependencyError, DeepModelFileError
+from fer_deep import (ARCHITECTURE_ALIASES, ARCHITECTURE_NAMES, DeepDependencyError, DeepModelFileError,
+                      check_architecture_name)
 
 from .data import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
 from .faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTORS
@@ -113,7 +114,7 @@ def validate_classifiers(ctx, param, value):
 def validate_cnns(ctx, param, value):
     names = deep_architectures()
     for name in split_list(value):
-        if name not in names:
+        if name not in names and name not in ARCHITECTURE_ALIASES:
             raise click.BadParameter(f"unknown CNN {name!r}; choose from {', '.join(names) or 'none registered'}")
     return value
 
@@ -490,7 +491,8 @@ def train_group():
 
 
 @train_group.command("cnn")
-@click.option("--arch", type=click.Choice(list(ARCHITECTURE_NAMES)), default="seed", show_default=True,
+@click.option("--arch", type=click.Choice([*ARCHITECTURE_NAMES, *ARCHITECTURE_ALIASES]), default="tutorial",
+              show_default=True, callback=lambda ctx, param, value: check_architecture_name(value),
               help="; ".join(f"{name}: {text}" for name, text in ARCHITECTURE_NAMES.items()) + ".")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Maximum epochs; early stopping on the validation split may end sooner "

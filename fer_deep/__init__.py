@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from fer_bench._core import FER2013_CLASSES  # the one shared module fer_deep imports
 
-__all__ = ["ARCHITECTURE_COSTS", "ARCHITECTURE_NAMES", "DEFAULT_EPOCHS", "DeepDependencyError", "DeepModel", "DeepModelFileError",
-           "FER2013_CLASSES", "check_architecture_name", "require_keras"]
+__all__ = ["ARCHITECTURE_ALIASES", "ARCHITECTURE_COSTS", "ARCHITECTURE_NAMES", "DEFAULT_EPOCHS", "DeepDependencyError",
+           "DeepModel", "DeepModelFileError", "FER2013_CLASSES", "check_architecture_name", "require_keras"]
 
 ARCHITECTURE_NAMES = {
-    "seed": "classic tutorial CNN: 4 conv, dense 1024, dropout (about 63-66% on FER-2013)",
+    "tutorial": "classic tutorial CNN: 4 conv, dense 1024, dropout (about 63-66% on FER-2013)",
     "vgg": "VGG-style: 4 blocks of 3x3 conv + batch norm (64-512), dense 1024 x2 (Pramerdorfer & Kampel 2016 family)",
     "mobilenet_v2": "keras.applications.MobileNetV2 from scratch (or local weights) behind a 96x96 RGB stem",
     "vgg_cpu": "CPU-budget VGG: 40x40 centre crop, 4 blocks of 2 conv + batch norm (32-256), global average pooling",
@@ -25,17 +25,21 @@ ARCHITECTURE_NAMES = {
 }
 """Architecture name -> one-line description; the keys equal :data:`fer_deep.architectures.ARCHITECTURES`'s."""
 
-# seed (the tutorial net) learns at a constant 1e-4 (see fer_deep.training.TRAINING_DEFAULTS), slowly, so it
+ARCHITECTURE_ALIASES = {"seed": "tutorial"}
+"""Former architecture name -> registry name.  Saved models, checkpoints, records and run folders written
+under a former name still name it; :func:`check_architecture_name` reads it as the registry name."""
+
+# The tutorial net learns at a constant 1e-4 (see fer_deep.training.TRAINING_DEFAULTS), slowly, so it
 # has the largest budget; early stopping on the validation split usually ends it first.
-DEFAULT_EPOCHS = {"seed": 100, "vgg": 60, "mobilenet_v2": 40, "vgg_cpu": 30, "resnet_cpu": 30}
+DEFAULT_EPOCHS = {"tutorial": 100, "vgg": 60, "mobilenet_v2": 40, "vgg_cpu": 30, "resnet_cpu": 30}
 """Maximum training epochs per architecture (early stopping on validation usually ends sooner)."""
 
 ARCHITECTURE_COSTS = {
-    "seed": (2_345_607, 77_326_464),
+    "tutorial": (2_345_607, 77_326_464),
     "vgg": (10_472_519, 474_242_048),
     "mobilenet_v2": (2_266_951, 55_018_112),
     "vgg_cpu": (1_176_359, 81_563_392),
-    "resnet_cpu": (1_230_503, 98_766_592),
+    "resnet_cpu": (1_221_319, 84_072_192),
 }
 """Architecture -> (parameters, multiply-adds of one face's forward pass), built with default parameters for
 48x48 faces and 7 classes (:func:`fer_deep.architectures.multiply_adds`); kept here so the registry can show
@@ -75,7 +79,9 @@ def require_keras():
 
 
 def check_architecture_name(name: str) -> str:
-    """Return ``name`` if it is a registered architecture, else raise ``ValueError`` listing the choices."""
+    """The registry name of architecture ``name`` (a former name, see :data:`ARCHITECTURE_ALIASES`, reads as
+    the current one); raise ``ValueError`` listing the choices if it names none."""
+    name = ARCHITECTURE_ALIASES.get(name, name)
     if name not in ARCHITECTURE_NAMES:
         raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURE_NAMES)}")
     return name

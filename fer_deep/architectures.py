@@ -8,9 +8,10 @@ the models build under any Keras backend (TensorFlow, JAX, PyTorch).
 
 Registry
 --------
-``seed``
+``tutorial``
     The classic Keras tutorial network for FER-2013 (about 63-66% test
-    accuracy).
+    accuracy); ``seed``, its former name, is an alias
+    (:data:`fer_deep.ARCHITECTURE_ALIASES`).
 ``vgg``
     A VGG-style network with batch normalisation, in the family of
     Pramerdorfer & Kampel (2016, "Facial expression recognition using
@@ -46,6 +47,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from . import ARCHITECTURE_ALIASES
+
 # Pixel mean and standard deviation of FER-2013's Training split (28,709 faces),
 # measured once; fixed constants keep the model self-contained (no adapt step).
 FER2013_PIXEL_MEAN = 130.96
@@ -54,7 +57,7 @@ FER2013_PIXEL_STD = 78.22
 DEFAULT_INPUT_SHAPE = (48, 48, 1)
 
 
-def make_seed(input_shape=DEFAULT_INPUT_SHAPE, num_classes=7, *, dropout=(0.25, 0.25, 0.5)) -> keras.Model:
+def make_tutorial(input_shape=DEFAULT_INPUT_SHAPE, num_classes=7, *, dropout=(0.25, 0.25, 0.5)) -> keras.Model:
     """The classic tutorial CNN for FER-2013.
 
     Conv2D 32 -> Conv2D 64 -> MaxPool -> Dropout -> Conv2D 128 -> MaxPool ->
@@ -91,7 +94,7 @@ def make_seed(input_shape=DEFAULT_INPUT_SHAPE, num_classes=7, *, dropout=(0.25, 
     x = layers.Dense(1024, activation="relu", name="dense")(x)
     x = layers.Dropout(dense_rate, name="drop3")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="seed")
+    return keras.Model(inputs, outputs, name="tutorial")
 
 
 def make_vgg(
@@ -336,7 +339,7 @@ def multiply_adds(model) -> int:
 
 
 ARCHITECTURES = {
-    "seed": make_seed,
+    "tutorial": make_tutorial,
     "vgg": make_vgg,
     "mobilenet_v2": make_mobilenet_v2,
     "vgg_cpu": make_vgg_cpu,
@@ -351,7 +354,7 @@ def make_model(name: str, input_shape=DEFAULT_INPUT_SHAPE, num_classes=7, **para
     Parameters
     ----------
     name : str
-        A key of :data:`ARCHITECTURES`.
+        A key of :data:`ARCHITECTURES` or an alias of one (:data:`fer_deep.ARCHITECTURE_ALIASES`).
     input_shape : tuple of int
         ``(height, width, channels)``.
     num_classes : int
@@ -363,6 +366,7 @@ def make_model(name: str, input_shape=DEFAULT_INPUT_SHAPE, num_classes=7, **para
     -------
     keras.Model
     """
+    name = ARCHITECTURE_ALIASES.get(name, name)
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name](tuple(input_shape), int(num_classes), **params)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import require_keras
+from . import ARCHITECTURE_ALIASES, require_keras
 
 keras = require_keras()
 
@@ -72,7 +72,7 @@ TRAINING_DEFAULTS = {
     # The Keras tutorials' recipe: Adam at a constant 1e-4, mirrored faces the only augmentation.
     # The net's dropout layers regularise it; the shared shifts, rotations, zoom and brightness
     # are switched off because on top of dropout they make this small net underfit.
-    "seed": {"optimizer": "adam", "learning_rate": 1e-4, "schedule": "constant",
+    "tutorial": {"optimizer": "adam", "learning_rate": 1e-4, "schedule": "constant",
              "shift": 0.0, "rotation": 0.0, "zoom": 0.0, "brightness": 0.0},
     # SGD with Nesterov momentum, weight decay and cosine decay, as in
     # Pramerdorfer & Kampel (2016) and Khaireddin & Chen (2021) for VGG nets.
@@ -147,7 +147,7 @@ def resolve_training_params(arch: str, overrides: dict | None = None) -> dict:
     Parameters
     ----------
     arch : str
-        Architecture name.
+        Architecture name (or an alias, :data:`fer_deep.ARCHITECTURE_ALIASES`).
     overrides : dict, optional
         Values replacing the defaults.
 
@@ -156,7 +156,7 @@ def resolve_training_params(arch: str, overrides: dict | None = None) -> dict:
     dict
     """
     params = {**COMMON_DEFAULTS, "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.9, "nesterov": True,
-              "schedule": "plateau", **TRAINING_DEFAULTS.get(arch, {})}
+              "schedule": "plateau", **TRAINING_DEFAULTS.get(ARCHITECTURE_ALIASES.get(arch, arch), {})}
     unknown = sorted(set(overrides or {}) - set(params))
     if unknown:
         raise ValueError(f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(params))}")
@@ -175,6 +175,7 @@ def check_parameters(arch: str, train_params: dict | None = None, arch_params: d
     from .architectures import ARCHITECTURES
 
     resolve_training_params(arch, train_params)
+    arch = ARCHITECTURE_ALIASES.get(arch, arch)
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
     signature = inspect.signature(ARCHITECTURES[arch])
@@ -449,7 +450,8 @@ def train(
     Parameters
     ----------
     arch : str
-        A key of :data:`fer_deep.architectures.ARCHITECTURES`.
+        A key of :data:`fer_deep.architectures.ARCHITECTURES` or an alias of one
+        (:data:`fer_deep.ARCHITECTURE_ALIASES`); the checkpoint records the key.
     X : array (n, 48, 48)
         Training faces, raw pixels 0..255.
     y : array (n,)
@@ -486,6 +488,7 @@ def train(
     TrainingResult
     """
     log = log or (lambda message: None)
+    arch = ARCHITECTURE_ALIASES.get(arch, arch)
     arch_params = dict(arch_params or {})
     params = resolve_training_params(arch, train_params)
     X = as_model_input(X)
@@ -506,6 +509,10 @@ def train(
     }, default=str))
 
     state = read_state(checkpoint_dir) if (checkpoint_dir is not None and resume) else None
+    if state is not None and isinstance(state.get("fingerprint"), dict):
+        # A checkpoint written under a former name of the architecture is this architecture's.
+        saved_arch = state["fingerprint"].get("arch")
+        state["fingerprint"]["arch"] = ARCHITECTURE_ALIASES.get(saved_arch, saved_arch)
     extend = False
     if state is not None and state.get("fingerprint") != fingerprint:
         extend = extensible(state, fingerprint)

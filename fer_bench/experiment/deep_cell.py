@@ -8,6 +8,8 @@ FER-2013) picks the best epoch and stops training early; the test split
 (PrivateTest) is only scored.  Checkpoints go to
 ``out_dir/checkpoints/<cell>/``, so rerunning the same cell resumes an
 interrupted training, and reuses a finished one, instead of starting over.
+A run folder that holds a CNN under a former name of its architecture
+(``cnn-seed``, the tutorial net's) keeps that name: see :func:`run_folder_arch`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,29 @@ from .harness import cell_record, time_prediction_isolated, write_cell_outputs
 
 
 def deep_cell_id(arch: str) -> str:
-    """File-safe name of a CNN cell, e.g. ``cnn-seed``."""
+    """File-safe name of a CNN cell, e.g. ``cnn-tutorial``."""
     return f"cnn-{arch}"
+
+
+def run_folder_arch(arch: str, out_dir) -> str:
+    """The name under which run folder ``out_dir`` knows architecture ``arch``.
+
+    The registry name (an alias such as ``seed`` reads as ``tutorial``), unless
+    the folder holds this CNN's record or checkpoints under a former name
+    (:data:`fer_deep.ARCHITECTURE_ALIASES`): then that name, so a rerun finds
+    the finished record (``records/cnn-seed.json``) or resumes the interrupted
+    training (``checkpoints/cnn-seed/``) instead of starting a second cell.
+    """
+    from fer_deep import ARCHITECTURE_ALIASES
+
+    name = ARCHITECTURE_ALIASES.get(arch, arch)
+    out_dir = Path(out_dir)
+    for former, current in ARCHITECTURE_ALIASES.items():
+        cell = deep_cell_id(former)
+        if current == name and ((out_dir / "records" / f"{cell}.json").is_file()
+                                or (out_dir / "checkpoints" / cell).is_dir()):
+            return former
+    return name
 
 
 def run_deep_cell(
@@ -51,7 +74,8 @@ def run_deep_cell(
     dataset : fer_bench.data.Dataset
         Train, validation and test splits.
     arch : str
-        Architecture name (``seed``, ``vgg``, ``mobilenet_v2``).
+        Architecture name (``tutorial``, ``vgg``, ``mobilenet_v2`` ...) or an
+        alias; the cell is named as :func:`run_folder_arch` says.
     out_dir : path
         Run folder: ``records/``, ``models/``, ``predictions/``, ``curves/``, ``checkpoints/``.
     epochs, batch_size : int
@@ -85,8 +109,9 @@ def run_deep_cell(
     keras = require_keras()
     from fer_deep.model import DeepModel, library_versions
 
-    name = deep_cell_id(arch)
     out_dir = Path(out_dir)
+    arch = run_folder_arch(arch, out_dir)
+    name = deep_cell_id(arch)
     classes = tuple(dataset.classes)
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()

@@ -34,6 +34,7 @@ from typing import Callable
 from fer_classic.features import FEATURE_CODE_VERSION, resolved_feature_params
 
 from .._core import stratified_subset, write_json_atomic
+from .deep_cell import run_folder_arch
 from .harness import cell_id, error_record, run_classic_cell
 
 FEATURE_SETS = ("lbp", "hog", "landmarks", "hog+lbp+landmarks")
@@ -116,9 +117,9 @@ def cnn_epochs(arch: str, preset: Preset, override: int | None = None) -> int:
         return int(override)
     if preset.cnn_epochs is not None:
         return preset.cnn_epochs
-    from fer_deep import DEFAULT_EPOCHS
+    from fer_deep import DEFAULT_EPOCHS, check_architecture_name
 
-    return int(DEFAULT_EPOCHS[arch])
+    return int(DEFAULT_EPOCHS[check_architecture_name(arch)])
 
 
 def run_deep_cell(dataset, arch, out_dir, **settings) -> dict:
@@ -443,6 +444,7 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
             cells.append(Cell(name, "classic", config, run,
                               {"dataset": dataset.name, "features": spec, "classifier": classifier}))
     for arch in cnns:
+        arch = run_folder_arch(arch, out_dir)  # cnn-seed in a folder written before the tutorial net's rename
         arch_epochs = cnn_epochs(arch, preset, epochs)
         arch_batch = batch_size or preset.batch_size
         config = deep_cell_config(dataset, arch, epochs=arch_epochs, batch_size=arch_batch, seed=seed,

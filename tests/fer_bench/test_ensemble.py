@@ -94,8 +94,8 @@ def test_fusion_of_a_cnn_and_a_classical_model_reloads_alike_in_a_fresh_process(
 
     X, y = synthetic_faces(28, seed=5)
     X_val, y_val = synthetic_faces(35, seed=3)
-    cnn = DeepModel("seed", epochs=1, batch_size=14, verbose=0).fit(X, y)
-    model = EnsembleModel([cnn, fitted_classic("knn", 1)], names=["cnn-seed", "hog__knn"]).fit(X_val, y_val)
+    cnn = DeepModel("tutorial", epochs=1, batch_size=14, verbose=0).fit(X, y)
+    model = EnsembleModel([cnn, fitted_classic("knn", 1)], names=["cnn-tutorial", "hog__knn"]).fit(X_val, y_val)
     path = model.save(tmp_path / "fusion.zip")
     X_test, _ = synthetic_faces(14, seed=4)
     np.save(tmp_path / "faces.npy", X_test)

@@ -124,11 +124,11 @@ def test_deep_cells_get_the_preset_settings(tmp_path, calls):
     dataset = synthetic_dataset(n_train=140)
     quick = sweep.Preset("quick", "test", train_size=70, validation_size=14, select=False, cnn_epochs=2,
                          batch_size=16)
-    records = sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["knn"], cnns=["seed", "vgg"],
+    records = sweep.run_sweep(dataset=dataset, features=["lbp"], classifiers=["knn"], cnns=["tutorial", "vgg"],
                               out_dir=tmp_path, preset=quick, log=lambda _: None)
-    assert [r["cell"] for r in records] == ["lbp__knn", "cnn-seed", "cnn-vgg"]
+    assert [r["cell"] for r in records] == ["lbp__knn", "cnn-tutorial", "cnn-vgg"]
     family, name, settings = calls[1]
-    assert (family, name) == ("deep", "cnn-seed")
+    assert (family, name) == ("deep", "cnn-tutorial")
     assert {k: settings[k] for k in ("epochs", "batch_size", "seed", "resume", "train_subset")} == {
         "epochs": 2, "batch_size": 16, "seed": 0, "resume": True, "train_subset": None}
     assert calls[0][2]["select"] is False  # the preset's choice
@@ -142,14 +142,39 @@ def test_deep_cells_get_the_preset_settings(tmp_path, calls):
     assert "Training 70, PublicTest 14, PrivateTest 35" in record["dataset_notes"][0]
 
 
+def test_a_run_folder_keeps_the_tutorial_nets_former_cell_name(tmp_path, calls):
+    dataset = synthetic_dataset(n_train=140)
+    quick = sweep.Preset("quick", "test", train_size=70, validation_size=14, select=False, cnn_epochs=2,
+                         batch_size=16)
+    fresh = sweep.run_sweep(dataset=dataset, cnns=["seed"], out_dir=tmp_path / "fresh", preset=quick,
+                            log=lambda _: None)
+    assert [r["cell"] for r in fresh] == ["cnn-tutorial"] and fresh[0]["config"]["arch"] == "tutorial"
+    # A folder written before the rename holds the cell as cnn-seed, with arch "seed" in its settings.
+    old = tmp_path / "old"
+    (old / "records").mkdir(parents=True)
+    record = {**fresh[0], "cell": "cnn-seed", "config": {**fresh[0]["config"], "arch": "seed"}}
+    (old / "records" / "cnn-seed.json").write_text(json.dumps(record))
+    calls.clear()
+    lines = []
+    again = sweep.run_sweep(dataset=dataset, cnns=["tutorial"], out_dir=old, preset=quick, log=lines.append)
+    assert calls == [] and [r["cell"] for r in again] == ["cnn-seed"]
+    assert any("cnn-seed: finished earlier, skipped" in line for line in lines)
+    assert sorted(path.name for path in (old / "records").iterdir()) == ["cnn-seed.json"]
+    # An interrupted one (checkpoints only) resumes under its name too.
+    (tmp_path / "interrupted" / "checkpoints" / "cnn-seed").mkdir(parents=True)
+    sweep.run_sweep(dataset=dataset, cnns=["tutorial"], out_dir=tmp_path / "interrupted", preset=quick,
+                    log=lambda _: None)
+    assert [name for _, name, _ in calls] == ["cnn-seed"]
+
+
 def test_full_preset_epochs_per_architecture():
     import fer_deep
 
     full = sweep.PRESETS["full"]
-    assert sweep.cnn_epochs("seed", full) == fer_deep.DEFAULT_EPOCHS["seed"]
+    assert sweep.cnn_epochs("tutorial", full) == sweep.cnn_epochs("seed", full) == fer_deep.DEFAULT_EPOCHS["tutorial"]
     assert set(fer_deep.DEFAULT_EPOCHS) == set(fer_deep.ARCHITECTURE_NAMES)  # every CNN has its budget
-    assert sweep.cnn_epochs("seed", full, override=3) == 3
-    assert sweep.cnn_epochs("seed", sweep.PRESETS["quick"]) == 1
+    assert sweep.cnn_epochs("tutorial", full, override=3) == 3
+    assert sweep.cnn_epochs("tutorial", sweep.PRESETS["quick"]) == 1
 
 
 def test_stratified_subset_keeps_class_shares():
@@ -219,11 +244,11 @@ def test_progress_lines():
 def test_cells_to_run():
     assert cells_to_run(False, None, None, None) == (["hog"], ["svm"], [])
     assert cells_to_run(False, "lbp", "knn,DT", None) == (["lbp"], ["knn", "dt"], [])
-    assert cells_to_run(False, None, None, "seed") == ([], [], ["seed"])
+    assert cells_to_run(False, None, None, "tutorial") == ([], [], ["tutorial"])
     features, classifiers, cnns = cells_to_run(True, None, None, None)
     assert features == list(sweep.FEATURE_SETS) == ["lbp", "hog", "landmarks", "hog+lbp+landmarks"]
     assert classifiers == list(CLASSIFIERS) and cnns == list(sweep.deep_architectures()) and cnns
-    assert cells_to_run(True, "hog", None, "seed") == (["hog"], list(CLASSIFIERS), ["seed"])
+    assert cells_to_run(True, "hog", None, "tutorial") == (["hog"], list(CLASSIFIERS), ["tutorial"])
 
 
 def test_cli_run_all_both_families_writes_report(tmp_path, calls):

@@ -23,14 +23,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @functools.lru_cache(maxsize=None)
 def tiny_model_file() -> Path:
-    """Path of a ``seed`` DeepModel trained for 1 epoch on 28 synthetic faces (validated on 14), labels as names."""
+    """Path of a ``tutorial`` DeepModel trained for 1 epoch on 28 synthetic faces (validated on 14), labels as names."""
     from fer_deep.model import DeepModel
 
     folder = Path(tempfile.mkdtemp(prefix="fer-deep-test-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     X, y = synthetic_faces(28, seed=1)
     X_val, y_val = synthetic_faces(14, seed=2)
-    model = DeepModel("seed", epochs=1, batch_size=14, verbose=0, metadata={"note": "tiny test model"})
+    model = DeepModel("tutorial", epochs=1, batch_size=14, verbose=0, metadata={"note": "tiny test model"})
     names = np.asarray(CLASSES)[y]  # label names, as a user would pass them
     model.fit(X, names, validation=(X_val, np.asarray(CLASSES)[y_val]))
     return model.save(folder / "tiny.zip")

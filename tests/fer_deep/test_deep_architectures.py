@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from fer_deep import ARCHITECTURE_NAMES  # noqa: E402
+from fer_deep import ARCHITECTURE_ALIASES, ARCHITECTURE_NAMES, check_architecture_name  # noqa: E402
 from fer_deep.architectures import ARCHITECTURES, make_model  # noqa: E402
 
 
@@ -18,6 +18,13 @@ def built():
 
 def test_registry_names_match_the_keras_free_list():
     assert tuple(ARCHITECTURES) == tuple(ARCHITECTURE_NAMES)
+
+
+def test_seed_is_an_alias_of_the_tutorial_net():
+    assert check_architecture_name("seed") == "tutorial" and check_architecture_name("vgg_cpu") == "vgg_cpu"
+    assert set(ARCHITECTURE_ALIASES.values()) <= set(ARCHITECTURE_NAMES)
+    assert not set(ARCHITECTURE_ALIASES) & set(ARCHITECTURE_NAMES)
+    assert make_model("seed").name == "tutorial"
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
@@ -49,12 +56,12 @@ def test_preprocessing_is_inside_the_model(built, name):
     assert kinds & {"Rescaling", "Normalization"}
 
 
-def test_seed_is_the_tutorial_network(built):
-    convs = [layer for layer in built["seed"].layers if isinstance(layer, keras.layers.Conv2D)]
+def test_tutorial_is_the_keras_tutorial_network(built):
+    convs = [layer for layer in built["tutorial"].layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 64, 128, 128]
-    dense = [layer for layer in built["seed"].layers if isinstance(layer, keras.layers.Dense)]
+    dense = [layer for layer in built["tutorial"].layers if isinstance(layer, keras.layers.Dense)]
     assert [d.units for d in dense] == [1024, 7]
-    rates = [layer.rate for layer in built["seed"].layers if isinstance(layer, keras.layers.Dropout)]
+    rates = [layer.rate for layer in built["tutorial"].layers if isinstance(layer, keras.layers.Dropout)]
     assert rates == [0.25, 0.25, 0.5]
 
 
@@ -78,7 +85,7 @@ def test_other_class_counts_and_sizes():
 
 
 def test_unknown_architecture_is_an_error():
-    with pytest.raises(ValueError, match="unknown architecture 'resnet'; choose from seed, vgg, mobilenet_v2"):
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'; choose from tutorial, vgg, mobilenet_v2"):
         make_model("resnet")
 
 

@@ -42,10 +42,10 @@ X_val, y_val = synthetic_faces(14, seed=2)
 folder = tempfile.mkdtemp()
 settings = dict(epochs=2, batch_size=14, verbose=0)
 try:
-    DeepModel("seed", **settings).fit(X, y, validation=(X_val, y_val), checkpoint_dir=folder, callbacks=[Interrupt()])
+    DeepModel("tutorial", **settings).fit(X, y, validation=(X_val, y_val), checkpoint_dir=folder, callbacks=[Interrupt()])
 except KeyboardInterrupt:
     pass
-model = DeepModel("seed", **settings).fit(X, y, validation=(X_val, y_val), checkpoint_dir=folder, resume=True)
+model = DeepModel("tutorial", **settings).fit(X, y, validation=(X_val, y_val), checkpoint_dir=folder, resume=True)
 path = model.save(folder + "/model.zip")
 same = bool(np.array_equal(DeepModel.load(path).predict_proba(X_val), model.predict_proba(X_val)))
 

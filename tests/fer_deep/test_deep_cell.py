@@ -35,11 +35,11 @@ def test_stratified_subset_by_hand():
 
 def test_deep_cell_writes_the_classic_record_format_and_resumes(dataset, tmp_path):
     messages = []
-    record = run_deep_cell(dataset, "seed", tmp_path, epochs=1, batch_size=14, train_subset=28,
+    record = run_deep_cell(dataset, "tutorial", tmp_path, epochs=1, batch_size=14, train_subset=28,
                            log=messages.append, verbose=0, patience=3)
     classic = run_classic_cell(dataset, "hog", "dt", tmp_path / "classic", select=False, log=lambda m: None)
     assert set(classic) - set(record) == set()
-    assert record["cell"] == "cnn-seed" and record["family"] == "deep"
+    assert record["cell"] == "cnn-tutorial" and record["family"] == "deep"
     assert record["split"] == {"train": "Training", "validation": "PublicTest", "test": "PrivateTest",
                                "method": "fixed synthetic split"}
     assert (record["n_train"], record["n_validation"], record["n_test"]) == (28, 14, 14)
@@ -50,16 +50,16 @@ def test_deep_cell_writes_the_classic_record_format_and_resumes(dataset, tmp_pat
     # Timed like the classical cells: one thread, in a fresh process (the training one cannot be limited).
     assert record["predict_threads"] == "one, own process"
     assert record["predict_ms_per_face"] > 0 and record["predict_ms_single"] > 0
-    assert json.loads((tmp_path / "records" / "cnn-seed.json").read_text())["accuracy"] == record["accuracy"]
+    assert json.loads((tmp_path / "records" / "cnn-tutorial.json").read_text())["accuracy"] == record["accuracy"]
     predictions = load_predictions(record["predictions_path"])
     assert np.mean(predictions["y_pred"] == predictions["y_true"]) == pytest.approx(record["accuracy"])
     model = load_model(record["model_path"])
     assert model.metadata["dataset_key"] == "synthetic-key" and model.metadata["n_train"] == 28
     np.testing.assert_array_equal(model.predict_proba(dataset.test.X).argmax(axis=1), predictions["y_pred"])
-    assert (tmp_path / "checkpoints" / "cnn-seed" / "state.json").is_file()
+    assert (tmp_path / "checkpoints" / "cnn-tutorial" / "state.json").is_file()
 
     messages.clear()
-    again = run_deep_cell(dataset, "seed", tmp_path, epochs=1, batch_size=14, train_subset=28,
+    again = run_deep_cell(dataset, "tutorial", tmp_path, epochs=1, batch_size=14, train_subset=28,
                           log=messages.append, verbose=0, patience=3)
     assert again["resumed_from"] == 1 and again["accuracy"] == record["accuracy"]
     assert any("already trained" in message for message in messages)

@@ -39,20 +39,20 @@ def test_train_cnn_writes_record_model_and_curves(runner, kaggle_dir, tmp_path):
     assert result.exit_code == 0, result.output
     table = result.stdout.splitlines()
     assert table[0].split()[:3] == ["cell", "test", "accuracy"]
-    assert table[2].split()[0] == "cnn-seed" and table[2].split()[-1] == "ok"
+    assert table[2].split()[0] == "cnn-tutorial" and table[2].split()[-1] == "ok"
     assert "3/3" in result.stderr  # Keras' progress bar (21 faces / 7) goes to stderr, the table to stdout
     assert "3/3" not in result.stdout
-    record = json.loads((out / "records" / "cnn-seed.json").read_text())
+    record = json.loads((out / "records" / "cnn-tutorial.json").read_text())
     assert record["train_params"]["class_weight"] == "balanced"
-    assert record["model_path"] == str(out / "models" / "cnn-seed.zip")
-    assert record["curves_png"] == str(out / "curves" / "cnn-seed.png")
-    assert record["predictions_path"] == str(out / "predictions" / "cnn-seed.npz")
+    assert record["model_path"] == str(out / "models" / "cnn-tutorial.zip")
+    assert record["curves_png"] == str(out / "curves" / "cnn-tutorial.png")
+    assert record["predictions_path"] == str(out / "predictions" / "cnn-tutorial.npz")
     for key in ("model_path", "predictions_path", "curves_png"):
         assert Path(record[key]).is_file()
 
     again = runner.invoke(cli, args + ["--resume"])
     assert again.exit_code == 0, again.output
-    assert "cnn-seed: seed already trained in" in again.stderr
+    assert "cnn-tutorial: tutorial already trained in" in again.stderr
 
 
 def test_train_cnn_rejects_unknown_names(runner, kaggle_dir, tmp_path):
@@ -66,7 +66,7 @@ def test_train_cnn_rejects_unknown_names(runner, kaggle_dir, tmp_path):
     assert result.stderr.count("\n") == 1
     result = runner.invoke(cli, ["train", "cnn", "--arch-param", "width=2", "--data", str(kaggle_dir)])
     assert result.exit_code == 1
-    assert result.stderr.startswith("fer-bench: error: unknown parameter(s) width of architecture 'seed'")
+    assert result.stderr.startswith("fer-bench: error: unknown parameter(s) width of architecture 'tutorial'")
 
 
 def test_train_cnn_on_a_missing_dataset_is_one_line(runner, tmp_path):

@@ -17,7 +17,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_blocks_of_each_architecture():
-    assert block_layer_names(make_model("seed")) == ["conv1", "conv2", "conv3", "conv4"]
+    assert block_layer_names(make_model("tutorial")) == ["conv1", "conv2", "conv3", "conv4"]
     assert block_layer_names(make_model("vgg", filters=(8, 8, 8, 8))) == [
         "block1_relu2", "block2_relu2", "block3_relu2", "block4_relu2"]
 

@@ -37,7 +37,7 @@ print(json.dumps({{"family": model.family, "train_help": outputs["train cnn"],
     report = json.loads(result.stdout)
     assert report["imported"] == []
     assert report["family"] == "classic"
-    for name in ("seed", "vgg", "mobilenet_v2"):
+    for name in ("tutorial", "seed", "vgg", "mobilenet_v2"):
         assert name in report["train_help"]
 
 

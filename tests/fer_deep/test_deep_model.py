@@ -14,7 +14,7 @@ keras = pytest.importorskip("keras")
 
 from conftest import CLASSES, synthetic_faces  # noqa: E402
 from deep_testing import run_python, tiny_model_file  # noqa: E402
-from fer_deep import DeepModelFileError  # noqa: E402
+from fer_deep import DeepModelFileError, check_architecture_name  # noqa: E402
 from fer_deep.model import DEEP_MODEL_FORMAT_VERSION, METADATA_MEMBER, DeepModel, read_deep_metadata  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def test_interface_shapes_and_label_names(model, faces):
 
 
 def test_loaded_model_keeps_its_description(model):
-    assert model.arch == "seed" and model.epochs == 1 and model.epochs_ == 1 and model.batch_size == 14
+    assert model.arch == "tutorial" and model.epochs == 1 and model.epochs_ == 1 and model.batch_size == 14
     assert model.epochs_run_ == 1 and model.best_epoch_ == 1
     assert len(model.history_["val_accuracy"]) == 1
     assert model.metadata == {"note": "tiny test model"}
@@ -63,22 +63,38 @@ def test_loaded_model_keeps_its_description(model):
     assert info["versions"]["keras_backend"] == keras.backend.backend()
 
 
+def test_seed_the_tutorial_nets_former_name_fits_the_tutorial_net():
+    X, y = synthetic_faces(14, seed=6)
+    model = DeepModel("seed", epochs=1, batch_size=14, verbose=0).fit(X, y)
+    assert model.get_params()["arch"] == "seed"  # stored as given, resolved in fit
+    assert model.arch_ == "tutorial" and model.model_.name == "tutorial" and model.epochs_ == 1
+    convs = [layer.filters for layer in model.model_.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs == [32, 64, 128, 128]
+
+
+def test_a_model_saved_as_seed_loads_as_the_tutorial_net(model, faces, tmp_path):
+    old = rewrite_metadata(tiny_model_file(), tmp_path / "old.zip", arch="seed")
+    loaded = DeepModel.load(old)
+    assert loaded.arch == loaded.arch_ == "tutorial"
+    np.testing.assert_allclose(loaded.predict_proba(faces), model.predict_proba(faces), rtol=1e-6)
+
+
 def test_fit_validates_faces_and_labels(model):
     X, y = synthetic_faces(14, seed=6)
     assert model.n_train_ == 28  # the tiny model was fitted on label names
     with pytest.raises(ValueError, match="unknown label 'bored'; classes are angry, disgust"):
-        DeepModel("seed", epochs=1).fit(X[:2], ["happy", "bored"])
+        DeepModel("tutorial", epochs=1).fit(X[:2], ["happy", "bored"])
     with pytest.raises(ValueError, match="training needs faces of at least two classes"):
-        DeepModel("seed", epochs=1).fit(X[:2], [3, 3])
+        DeepModel("tutorial", epochs=1).fit(X[:2], [3, 3])
     with pytest.raises(ValueError, match=r"faces must be a stack shaped \(n, 48, 48\), got shape \(48, 48\)"):
-        DeepModel("seed", epochs=1).fit(X[0], [3])
+        DeepModel("tutorial", epochs=1).fit(X[0], [3])
 
 
 class Trained(Exception):
     """Raised by a stand-in for fer_deep.training.train, carrying its arguments."""
 
 
-@pytest.mark.parametrize("arch, given, expected", [("seed", None, 100), ("mobilenet_v2", None, 40), ("vgg", 3, 3)])
+@pytest.mark.parametrize("arch, given, expected", [("tutorial", None, 100), ("seed", None, 100), ("mobilenet_v2", None, 40), ("vgg", 3, 3)])
 def test_epochs_default_per_architecture(monkeypatch, arch, given, expected):
     import fer_deep.training
 
@@ -89,7 +105,7 @@ def test_epochs_default_per_architecture(monkeypatch, arch, given, expected):
     X, y = synthetic_faces(14, seed=6)
     with pytest.raises(Trained) as trained:
         DeepModel(arch, epochs=given).fit(X, y)
-    assert trained.value.args[0][0] == arch and trained.value.args[1]["epochs"] == expected
+    assert trained.value.args[0][0] == check_architecture_name(arch) and trained.value.args[1]["epochs"] == expected
 
 
 def test_an_unfitted_model_clones_and_validates_in_fit(faces):
@@ -100,12 +116,12 @@ def test_an_unfitted_model_clones_and_validates_in_fit(faces):
     assert copy.get_params()["arch_params"] == params and copy.random_state == 4 and copy.epochs == 3
     assert copy.set_params(arch="mobilenet_v2").arch == "mobilenet_v2"
     X, y = synthetic_faces(14, seed=6)
-    with pytest.raises(ValueError, match="unknown architecture 'alexnet'; choose from seed, vgg, mobilenet_v2"):
+    with pytest.raises(ValueError, match="unknown architecture 'alexnet'; choose from tutorial, vgg, mobilenet_v2"):
         DeepModel("alexnet").fit(X, y)  # validated in fit, not in __init__
     with pytest.raises(ValueError, match="unknown test-time augmentation 'twice'"):
-        DeepModel("seed", tta="twice").fit(X, y)
+        DeepModel("tutorial", tta="twice").fit(X, y)
     with pytest.raises(NotFittedError, match="this DeepModel is not fitted yet; call fit"):
-        DeepModel("seed").predict(faces)
+        DeepModel("tutorial").predict(faces)
 
 
 def test_wrong_face_size_is_an_error(model):
@@ -182,7 +198,7 @@ def test_incomplete_or_unknown_metadata_is_an_error(tmp_path):
     with pytest.raises(DeepModelFileError, match="incomplete.zip: its metadata lacks classes, tta; the file is damaged"):
         DeepModel.load(path)
     future = rewrite_metadata(tiny_model_file(), tmp_path / "future.zip", arch="vit")
-    with pytest.raises(DeepModelFileError, match="future.zip: unknown architecture 'vit'; choose from seed"):
+    with pytest.raises(DeepModelFileError, match="future.zip: unknown architecture 'vit'; choose from tutorial"):
         DeepModel.load(future)
 
 
