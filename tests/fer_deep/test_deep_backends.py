@@ -42,7 +42,8 @@ X_val, y_val = synthetic_faces(14, seed=2)
 folder = tempfile.mkdtemp()
 settings = dict(epochs=2, batch_size=14, verbose=0)
 try:
-    DeepModel("tutorial", **settings).fit(X, y, validation=(X_val, y_val), checkpoint_dir=folder, callbacks=[Interrupt()])
+    DeepModel("tutorial", **settings).fit(X, y, validation=(X_val, y_val), checkpoint_dir=folder,
+                                          callbacks=[Interrupt()])
 except KeyboardInterrupt:
     pass
 model = DeepModel("tutorial", **settings).fit(X, y, validation=(X_val, y_val), checkpoint_dir=folder, resume=True)

@@ -94,7 +94,8 @@ class Trained(Exception):
     """Raised by a stand-in for fer_deep.training.train, carrying its arguments."""
 
 
-@pytest.mark.parametrize("arch, given, expected", [("tutorial", None, 100), ("seed", None, 100), ("mobilenet_v2", None, 40), ("vgg", 3, 3)])
+@pytest.mark.parametrize("arch, given, expected",
+                         [("tutorial", None, 100), ("seed", None, 100), ("mobilenet_v2", None, 40), ("vgg", 3, 3)])
 def test_epochs_default_per_architecture(monkeypatch, arch, given, expected):
     import fer_deep.training
 
