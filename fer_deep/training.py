@@ -44,6 +44,7 @@ from . import ARCHITECTURE_ALIASES, require_keras
 keras = require_keras()
 
 from .architectures import make_model  # noqa: E402  (after the clear missing-extra error above)
+from .curves import plot_history  # noqa: E402, F401  (fer_deep.training.plot_history, as before)
 
 CHECKPOINT_FORMAT = "fer-bench-deep-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -580,7 +581,8 @@ def train(
 
     curves = None
     if curves_path is not None:
-        curves = str(plot_history(state["history"], curves_path, best_epoch=state["best_epoch"], title=arch))
+        written = plot_history(state["history"], curves_path, best_epoch=state["best_epoch"], title=arch)
+        curves = str(written) if written is not None else None
     return TrainingResult(
         model=net,
         history=state["history"],
@@ -611,52 +613,3 @@ def extensible(state: dict, fingerprint: dict) -> bool:
         and fingerprint["params"]["schedule"] in EPOCH_FREE_SCHEDULES
         and state.get("epoch", 0) <= fingerprint["epochs"]
     )
-
-
-# --------------------------------------------------------------------------- curves
-
-
-def plot_history(history: dict, path, *, best_epoch: int | None = None, title: str | None = None) -> Path:
-    """Plot loss and accuracy per epoch (training and validation) to a PNG file.
-
-    Parameters
-    ----------
-    history : dict
-        ``loss``, ``accuracy`` and optionally ``val_loss``, ``val_accuracy`` lists.
-    path : path
-        Output PNG.
-    best_epoch : int, optional
-        1-based epoch to mark (the one selected on validation).
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    Path
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    for index, metric in enumerate(("loss", "accuracy")):
-        axes = figure.add_subplot(1, 2, index + 1)
-        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
-            values = history.get(key) or []
-            if values:
-                axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
-        if best_epoch:
-            axes.axvline(best_epoch, color="gray", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(metric)
-        axes.grid(True, alpha=0.3)
-        axes.legend()
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    _replace_atomically(lambda tmp: figure.savefig(tmp, format="png"), path)
-    return path

@@ -163,37 +163,15 @@ def plot_roc(models: list) -> bytes | None:
     return _png(figure)
 
 
-def _history_series(history) -> dict:
-    """Keras-style history as ``{metric: [value per epoch]}`` (accepts a list of per-epoch dicts too)."""
-    if isinstance(history, list):
-        keys = {k for epoch in history if isinstance(epoch, dict) for k in epoch}
-        return {k: [epoch.get(k) for epoch in history] for k in keys}
-    return dict(history or {})
-
-
 def plot_training_curves(model: ModelResult) -> bytes | None:
-    """Loss and accuracy per epoch, training and validation, from a deep record's ``history``."""
-    history = _history_series(model.record.get("history"))
-    panels = [(metric, [k for k in (metric, f"val_{metric}") if history.get(k)]) for metric in ("loss", "accuracy")]
-    panels = [(metric, keys) for metric, keys in panels if keys]
-    if not panels:
-        return None
-    figure = _figure(4.2 * len(panels), 3.3)
-    for index, (metric, keys) in enumerate(panels, start=1):
-        axes = figure.add_subplot(1, len(panels), index)
-        for key in keys:
-            values = [np.nan if v is None else v for v in history[key]]
-            axes.plot(range(1, len(values) + 1), values, marker="o", ms=3,
-                      label="validation" if key.startswith("val_") else "training")
-        axes.set_xlabel("epoch")
-        from matplotlib.ticker import MaxNLocator
+    """Loss and accuracy per epoch, training and validation, from a deep record's ``history``.
 
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_ylabel(metric)
-        axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=8)
-        axes.set_title(f"{model.name}: {metric}", fontsize=9)
-    return _png(figure)
+    Drawn by :func:`fer_deep.curves.curves_png`, the plotter training uses, imported here so a report
+    without CNNs never loads it.
+    """
+    from fer_deep.curves import curves_png
+
+    return curves_png(model.record.get("history"), best_epoch=model.record.get("best_epoch"), title=model.name)
 
 
 @dataclass

@@ -245,4 +245,4 @@ def test_plot_history_writes_a_png(tmp_path):
     history = {"loss": [1.5, 1.2], "val_loss": [1.6, 1.4], "accuracy": [0.3, 0.5], "val_accuracy": [0.25, 0.45]}
     path = plot_history(history, tmp_path / "sub" / "curves.png", best_epoch=2, title="tutorial")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(path.parent.glob(".tmp-*"))
+    assert [p.name for p in path.parent.iterdir()] == ["curves.png"]  # no temporary file left
