@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: saved models name these classes by this module path (fer_classic.model.TRUSTED_TYPES).
 """Estimators of fer-bench's own: fast prediction of a classical model on a CPU, and local learning.
 
 :class:`FixedSizeLSSVM` (registry name ``ls_svm``)
