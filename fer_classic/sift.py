@@ -216,7 +216,15 @@ class SiftBovwFeatures(TransformerMixin, BaseEstimator):
         Processes for ``transform``; -1 uses every core, None one.
     """
 
-    def __init__(self, step=4, bin_sizes=(4, 6), vocabulary_size=200, levels=(1, 2, 4), encoding="presence",
+    # Defaults chosen on PublicTest with 5,000 Training faces (stratified, seed 0) and the registry's RBF SVM
+    # (standardised, PCA 200, C=10), one factor at a time from step 4, bin_sizes (4, 6), 200 words, levels
+    # (1, 2, 4), presence, l1, sqrt: 39.8%.  Vocabulary 100 words 40.3%, 400 words 41.2%.  bin_sizes (4,)
+    # 40.8% (and half the descriptors).  step 6 37.1%.  Pyramid (1, 2) 38.5%, (1,) 34.8%.  Counts 40.2%
+    # (a tie with presence, kept as the published choice).  Kernel map: sqrt (Hellinger) 39.8%, none 39.7%,
+    # chi2 (AdditiveChi2Sampler, 3x the values) 39.4%; the same SVM not standardised 39.6%.
+    # (benchmarks/bench_sift_bovw.py --train 5000; PublicTest accuracy moves by about 0.8 points per
+    # standard error on 3,589 faces.)
+    def __init__(self, step=4, bin_sizes=(4,), vocabulary_size=400, levels=(1, 2, 4), encoding="presence",
                  norm="l1", level_weights=None, feature_map="sqrt", fit_descriptors=200_000, random_state=0,
                  n_jobs=None):
         self.step = step
@@ -333,7 +341,7 @@ class SiftBovwFeatures(TransformerMixin, BaseEstimator):
 
     def _transform_chunk(self, X) -> np.ndarray:
         out = np.empty((len(X), self.n_features_out_), dtype=np.float32)
-        for start in range(0, len(X), 256):  # bounds the descriptor block: 256 faces x 288 x 128 floats
+        for start in range(0, len(X), 256):  # bounds the descriptor block to 256 faces
             out[start : start + 256] = self._encode(self._descriptors(X[start : start + 256]))
         return out
 

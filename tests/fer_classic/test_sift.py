@@ -123,7 +123,7 @@ def test_parameters_are_checked_in_fit():
         ({"encoding": "binary"}, r"encoding='binary'; choose presence or counts"),
         ({"levels": (1, 2), "level_weights": (1,)}, r"one weight per level"),
         ({"feature_map": "rbf"}, r"feature_map='rbf'"),
-        ({"vocabulary_size": 1000}, r"a vocabulary of 1000 words needs at least 1000 descriptors; 2 faces give 576"),
+        ({"vocabulary_size": 1000}, r"a vocabulary of 1000 words needs at least 1000 descriptors; 2 faces give 288"),
     ):
         transformer = SiftBovwFeatures(**params)
         with pytest.raises(ValueError, match=message):
