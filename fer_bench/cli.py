@@ -24,7 +24,7 @@ from fer_deep import (ARCHITECTURE_ALIASES, ARCHITECTURE_NAMES, DeepDependencyEr
 
 from .data import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
 from .faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTORS
-from .experiment.sweep import FEATURE_SETS, PRESETS, deep_architectures
+from .experiment.sweep import FEATURE_SETS, PRESETS, deep_architectures, preset_networks
 
 USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter,
                DeepModelFileError, DeepDependencyError)
@@ -287,7 +287,7 @@ def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_d
     """
     from .experiment.sweep import run_sweep
 
-    feature_list, classifier_list, cnn_list = cells_to_run(run_all, features, classifier, cnns)
+    feature_list, classifier_list, cnn_list = cells_to_run(run_all, features, classifier, cnns, preset)
     with user_errors():
         classifier_params = parse_params(params)
         feature_param_dict = parse_params(feature_params, nested=True)
@@ -308,6 +308,7 @@ def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_d
             batch_size=batch_size,
             force=force,
             log=lambda message: click.echo(message, err=True),
+            ensembles=run_all,
         )
     click.echo(format_records_table(records))
     status = 0
@@ -330,19 +331,20 @@ def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_d
         sys.exit(status)
 
 
-def cells_to_run(run_all: bool, features, classifier, cnns) -> tuple:
+def cells_to_run(run_all: bool, features, classifier, cnns, preset="full") -> tuple:
     """Feature sets, classifiers and CNNs a ``run`` asked for.
 
-    ``--all`` starts from every registered feature set, classifier and CNN and
-    the lists given narrow it; without ``--all`` the defaults are hog x svm,
-    and ``--cnn`` alone runs only CNNs.
+    ``--all`` starts from every registered feature set, classifier and the
+    preset's CNNs (the CPU networks; all of them with ``--preset
+    accelerator``) and the lists given narrow it; without ``--all`` the
+    defaults are hog x svm, and ``--cnn`` alone runs only CNNs.
     """
     feature_list = split_list(features)
     classifier_list = [c.lower() for c in split_list(classifier)]
     cnn_list = split_list(cnns)
     if run_all:
         return (feature_list or list(FEATURE_SETS), classifier_list or list(CLASSIFIERS),
-                cnn_list or list(deep_architectures()))
+                cnn_list or preset_networks(preset))
     if cnn_list and features is None and classifier is None:
         return [], [], cnn_list
     return feature_list or ["hog"], classifier_list or ["svm"], cnn_list

@@ -30,9 +30,10 @@ Registry
     batch normalisation (32, 64, 128, 256 filters), global average pooling
     and one softmax layer; about 0.08 G multiply-adds a face.
 ``resnet_cpu``
-    A small residual network at a similar cost: a 3x3 stem, four stages of
-    basic residual blocks (32, 64, 128, 256 filters, the last three halving
-    the resolution), global average pooling and a softmax layer.
+    A small residual network at a similar cost: four stages of basic
+    residual blocks (32, 64, 128, 256 filters, the first block of the last
+    three halving the resolution), global average pooling and a softmax
+    layer.
 
 The CPU networks take the whole 48x48 face and cut its centre ``crop`` inside
 the model.  Training shifts the faces by up to ``(48 - crop) / 2`` pixels
@@ -278,6 +279,10 @@ def make_resnet_cpu(
 ) -> keras.Model:
     """A small ResNet (basic blocks, batch norm) for CPU training.
 
+    The first block works on the standardised face itself (its shortcut is a
+    1x1 projection to ``filters[0]`` channels): a separate stem convolution at
+    full resolution would cost as much as a block.
+
     Parameters
     ----------
     input_shape : tuple of int
@@ -298,7 +303,6 @@ def make_resnet_cpu(
     keras.Model
     """
     inputs, x = _cpu_stem(tuple(input_shape), int(crop))
-    x = _conv_bn_relu(x, filters[0], "stem")
     for stage, width in enumerate(filters, start=1):
         for block in range(1, int(blocks_per_stage) + 1):
             name = f"stage{stage}_block{block}"

@@ -62,6 +62,9 @@ class Preset:
         Epochs of every CNN (None: per architecture, see :func:`cnn_epochs`).
     batch_size : int
         CNN batch size.
+    accelerator_networks : bool
+        Whether ``--all`` trains the networks sized for an accelerator too
+        (:data:`fer_bench.experiment.plan.ACCELERATOR_NETWORKS`).
     """
 
     name: str
@@ -72,6 +75,7 @@ class Preset:
     select: bool = True
     cnn_epochs: int | None = None
     batch_size: int = 64
+    accelerator_networks: bool = False
 
 
 PRESETS = {
@@ -86,7 +90,14 @@ PRESETS = {
     ),
     "full": Preset(
         "full",
-        "all data, hyperparameters selected on the validation split, CNN epochs per architecture",
+        "all data, hyperparameters selected on the validation split, the CPU networks with their epochs, "
+        "their ensemble and the classical + deep fusion (about 9-10 hours on 2 cores)",
+    ),
+    "accelerator": Preset(
+        "accelerator",
+        "the full preset plus the networks sized for an accelerator (vgg, mobilenet_v2: about a day each "
+        "on 2 cores)",
+        accelerator_networks=True,
     ),
 }
 """Preset name -> :class:`Preset`."""
@@ -109,6 +120,15 @@ def deep_architectures() -> tuple:
         if names:
             return tuple(names)
     return ()
+
+
+def preset_networks(preset) -> list:
+    """The CNNs ``run --all`` trains under ``preset``: the CPU networks, and with an accelerator preset all."""
+    from .plan import cpu_networks
+
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    names = list(deep_architectures())
+    return names if preset.accelerator_networks else cpu_networks(names)
 
 
 def cnn_epochs(arch: str, preset: Preset, override: int | None = None) -> int:
@@ -368,6 +388,7 @@ class Cell:
     config: dict
     run: Callable  # run(log) -> record
     describe: dict  # fields of an error record
+    estimate: float = 0.0  # seconds, see fer_bench.experiment.plan
 
 
 # --------------------------------------------------------------------------- progress
@@ -386,10 +407,11 @@ class Progress:
     messages (feature extraction, fits, epochs) follow.
     """
 
-    def __init__(self, total: int, log=print, width: int = 20):
+    def __init__(self, total: int, log=print, width: int = 20, time_left=None):
         self.total = total
         self.log = log
         self.width = width
+        self.time_left = time_left
         self.done = 0
         self.started = time.perf_counter()
 
@@ -416,16 +438,22 @@ class Progress:
 
     def finish(self, number: int, name: str, message: str):
         self.done += 1
+        left = ""
+        if self.time_left is not None and self.done < self.total:
+            left = f", about {_clock(self.time_left.seconds())} left"
         self.log(f"{self.prefix(number, name)}: {message} (sweep {self.done}/{self.total} done, "
-                 f"{_clock(time.perf_counter() - self.started)} elapsed)")
+                 f"{_clock(time.perf_counter() - self.started)} elapsed{left})")
 
 
 # --------------------------------------------------------------------------- the sweep
 
 
 def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset, seed, classifier_params,
-               feature_params, select, flip, epochs, batch_size, train_params, cache) -> list:
-    """The sweep's cells in order: classical (features x classifiers), then CNNs."""
+               feature_params, select, flip, epochs, batch_size, train_params, cache, ensembles=False) -> list:
+    """The sweep's cells in order: classical (features x classifiers), then CNNs, then (with ``ensembles``)
+    the ensemble of the CNNs and the fusion of the best classical cell with them."""
+    from .plan import classic_cell_seconds, cnn_cell_seconds
+
     cells = []
     for spec in features:
         for classifier in classifiers:
@@ -442,7 +470,8 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
                                         cache=cache, log=cell_log)
 
             cells.append(Cell(name, "classic", config, run,
-                              {"dataset": dataset.name, "features": spec, "classifier": classifier}))
+                              {"dataset": dataset.name, "features": spec, "classifier": classifier},
+                              classic_cell_seconds(spec, classifier, len(dataset.train), flip)))
     for arch in cnns:
         arch = run_folder_arch(arch, out_dir)  # cnn-seed in a folder written before the tutorial net's rename
         arch_epochs = cnn_epochs(arch, preset, epochs)
@@ -454,8 +483,46 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
             return run_deep_cell(dataset, arch, out_dir, epochs=arch_epochs, batch_size=arch_batch, seed=seed,
                                  resume=True, train_subset=None, log=cell_log, **train_params)
 
-        cells.append(Cell(f"cnn-{arch}", "deep", config, run, {"dataset": dataset.name, "arch": arch}))
+        cells.append(Cell(f"cnn-{arch}", "deep", config, run, {"dataset": dataset.name, "arch": arch},
+                          cnn_cell_seconds(arch, arch_epochs, len(dataset.train), len(dataset.val))))
+    if ensembles:
+        cells.extend(ensemble_cells(dataset, cells, out_dir))
     return cells
+
+
+def ensemble_cells(dataset, cells, out_dir) -> list:
+    """``ensemble-cnn`` (every finished CNN cell of the plan) and ``fusion`` (the best classical cell by
+    validation accuracy with those CNNs); each is planned when the plan has what it needs, and picks its
+    members among the finished cells when it runs."""
+    from .ensemble_cell import member_records, run_ensemble_cell
+    from .plan import ENSEMBLE_SECONDS
+
+    cnn_names = [cell.name for cell in cells if cell.family == "deep"]
+    classic_names = [cell.name for cell in cells if cell.family == "classic"]
+
+    def finished(names):
+        return [name for name in names if finished_record(Path(out_dir) / "records" / f"{name}.json",
+                                                          next(c.config for c in cells if c.name == name))]
+
+    def run_cnn_ensemble(cell_log):
+        return run_ensemble_cell(dataset, "ensemble-cnn", finished(cnn_names), out_dir, log=cell_log)
+
+    def run_fusion(cell_log):
+        done = finished(classic_names)
+        if not done:
+            raise ValueError("no classical cell finished, so there is nothing to fuse")
+        best = max(member_records(out_dir, done), key=lambda record: record["validation_accuracy"] or 0.0)
+        return run_ensemble_cell(dataset, "fusion", [best["cell"], *finished(cnn_names)], out_dir, log=cell_log)
+
+    planned = []
+    if len(cnn_names) >= 2:
+        planned.append(Cell("ensemble-cnn", "ensemble", {"dataset_key": dataset.content_key, "ensemble": cnn_names},
+                            run_cnn_ensemble, {"dataset": dataset.name}, ENSEMBLE_SECONDS))
+    if cnn_names and classic_names:
+        planned.append(Cell("fusion", "ensemble", {"dataset_key": dataset.content_key,
+                                                   "fusion": [classic_names, cnn_names]},
+                            run_fusion, {"dataset": dataset.name}, ENSEMBLE_SECONDS))
+    return planned
 
 
 def run_sweep(
@@ -478,6 +545,7 @@ def run_sweep(
     force=False,
     log=print,
     dataset=None,
+    ensembles=False,
 ) -> list:
     """Run every (features, classifier) cell and every CNN on one dataset and split; return the records in order.
 
@@ -513,6 +581,8 @@ def run_sweep(
         Receives progress lines.
     dataset : Dataset, optional
         An already loaded dataset.
+    ensembles : bool
+        Add the ensemble of the CNN cells and the classical + deep fusion (``run --all``).
 
     Returns
     -------
@@ -539,17 +609,33 @@ def run_sweep(
     cells = plan_cells(dataset, features=list(features), classifiers=list(classifiers), cnns=list(cnns),
                        out_dir=out_dir, preset=preset, seed=seed, classifier_params=classifier_params,
                        feature_params=feature_params, select=select, flip=flip, epochs=epochs,
-                       batch_size=batch_size, train_params=train_params, cache=cache)
-    progress = Progress(len(cells), log)
+                       batch_size=batch_size, train_params=train_params, cache=cache, ensembles=ensembles)
+    from .plan import TimeLeft, clock, feature_seconds
+
+    todo = [cell for cell in cells
+            if force or finished_record(out_dir / "records" / f"{cell.name}.json", cell.config) is None]
+    classic_todo = [cell.name for cell in todo if cell.family == "classic"]
+    extraction = feature_seconds([c.describe["features"] for c in todo if c.family == "classic"],
+                                 len(dataset.train) + len(dataset.val) + len(dataset.test)) if classic_todo else 0.0
+    counts = {family: sum(cell.family == family for cell in todo) for family in ("classic", "deep", "ensemble")}
+    log(f"plan: {len(cells)} cells, {len(todo)} to run ({counts['classic']} classical, {counts['deep']} CNN, "
+        f"{counts['ensemble']} ensemble); estimated "
+        f"{clock(sum(cell.estimate for cell in todo) + extraction)} on 2 cores with nothing else running")
+    for cell in todo:
+        log(f"  {cell.name:<34} about {clock(cell.estimate)}")
+    time_left = TimeLeft([cell.estimate for cell in cells])
+    progress = Progress(len(cells), log, time_left=time_left)
     commit = git_commit()
     records = []
     for number, cell in enumerate(cells, start=1):
         path = out_dir / "records" / f"{cell.name}.json"
         done = None if force else finished_record(path, cell.config)
         if done is not None:
+            time_left.finish(number - 1, 0.0, ran=False)
             progress.finish(number, cell.name, f"finished earlier, skipped (accuracy {done['accuracy']:.4f})")
             records.append(done)
             continue
+        cell_started = time.perf_counter()
         cell_log = progress.cell_log(number, cell.name)
         cell_log("started")
         memory = PeakMemory()
@@ -571,5 +657,6 @@ def run_sweep(
         relative_paths(record, out_dir)
         write_json_atomic(path, record)
         records.append(record)
+        time_left.finish(number - 1, time.perf_counter() - cell_started)
         progress.finish(number, cell.name, outcome)
     return records

@@ -64,8 +64,16 @@ def calls(monkeypatch):
                              "val_accuracy": [0.4, 0.6]}
         return record
 
+    def ensemble(dataset, name, cells, out_dir, **settings):
+        made.append(("ensemble", name, {"members": list(cells)}))
+        record = fake_record(dataset, name, out_dir, "deep" if name == "ensemble-cnn" else "fusion")
+        return {**record, "members": list(cells)}
+
+    from fer_bench.experiment import ensemble_cell
+
     monkeypatch.setattr(sweep, "run_classic_cell", classic)
     monkeypatch.setattr(sweep, "run_deep_cell", deep)
+    monkeypatch.setattr(ensemble_cell, "run_ensemble_cell", ensemble)
     return made
 
 
@@ -247,7 +255,8 @@ def test_cells_to_run():
     assert cells_to_run(False, None, None, "tutorial") == ([], [], ["tutorial"])
     features, classifiers, cnns = cells_to_run(True, None, None, None)
     assert features == list(sweep.FEATURE_SETS) == ["lbp", "hog", "landmarks", "hog+lbp+landmarks"]
-    assert classifiers == list(CLASSIFIERS) and cnns == list(sweep.deep_architectures()) and cnns
+    assert classifiers == list(CLASSIFIERS) and cnns == sweep.preset_networks("full") and cnns
+    assert "vgg" not in cnns and "vgg" in cells_to_run(True, None, None, None, "accelerator")[2]
     assert cells_to_run(True, "hog", None, "tutorial") == (["hog"], list(CLASSIFIERS), ["tutorial"])
 
 
@@ -258,8 +267,11 @@ def test_cli_run_all_both_families_writes_report(tmp_path, calls):
             "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    expected = ["hog__knn", "hog__svm"] + [f"cnn-{a}" for a in sweep.deep_architectures()]
+    cnn_cells = [f"cnn-{a}" for a in sweep.preset_networks("quick")]
+    expected = ["hog__knn", "hog__svm"] + cnn_cells + ["ensemble-cnn", "fusion"]
     assert [name for _, name, _ in calls] == expected
+    # The fusion takes the best classical cell by validation accuracy and every CNN.
+    assert calls[-1][2]["members"][1:] == cnn_cells and calls[-2][2]["members"] == cnn_cells
     assert all(name in result.stdout for name in expected)
     page = (out / "report.html").read_text()
     assert "The two families tie: the best CNN (cnn-" in page  # every fake cell is right on every face

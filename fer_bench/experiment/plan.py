@@ -1,0 +1,115 @@
+"""What a sweep will run and for about how long: the networks of each preset, the ensemble cells, time estimates.
+
+The estimates are figures measured on a 2-core x86-64 machine (AVX2, no
+accelerator) with all of FER-2013's Training faces, scaled by the number of
+training faces a sweep really uses:
+
+- classical cells: :data:`CLASSIC_SECONDS`, the wall time of each classifier's
+  selection and final fit on each feature set (the README's tables), plus the
+  first extraction of each feature (:data:`FEATURE_SECONDS`);
+- CNN cells: the measured seconds of one epoch (:data:`EPOCH_SECONDS`), or for
+  a network without a measurement its multiply-adds times the faces of one
+  epoch at :data:`TRAINING_MACS_PER_SECOND`, times its epochs.
+
+A machine shared with other work takes longer; the sweep's progress lines
+rescale the remaining estimate by how long the finished cells really took.
+"""
+
+from __future__ import annotations
+
+FER2013_TRAIN = 28_709
+
+ACCELERATOR_NETWORKS = ("vgg", "mobilenet_v2")
+"""Networks sized for an accelerator (about a day of a 2-core CPU each): in the ``accelerator`` preset only."""
+
+CLASSIC_SECONDS = {
+    "svm": {"hog": 500, "lbp": 330, "landmarks": 120, "hog+lbp+landmarks": 650},
+    "linear_svm": {"hog": 900, "lbp": 600, "landmarks": 60, "hog+lbp+landmarks": 1200},
+    "rf": {"hog": 700, "lbp": 100, "landmarks": 70, "hog+lbp+landmarks": 700},
+    "dt": {"hog": 40, "lbp": 12, "landmarks": 6, "hog+lbp+landmarks": 70},
+    "knn": {"hog": 30, "lbp": 10, "landmarks": 5, "hog+lbp+landmarks": 50},
+    "ls_svm": {"hog": 400, "lbp": 300, "landmarks": 200, "hog+lbp+landmarks": 500},
+}
+"""Classifier -> feature set -> seconds of selection and fit on all 28,709 Training faces (2 cores)."""
+
+DEFAULT_CLASSIC_SECONDS = 600
+"""For a pair the table lacks (a new feature or classifier)."""
+
+FEATURE_SECONDS = {"hog": 5, "lbp": 40, "landmarks": 45}
+"""Seconds to extract each feature from FER-2013's 35,887 faces once (then it is cached)."""
+
+EPOCH_SECONDS = {"tutorial": 85, "seed": 85, "vgg_cpu": 290, "resnet_cpu": 300, "vgg": 1670, "mobilenet_v2": 740}
+"""Seconds of one epoch on FER-2013's 28,709 Training faces plus the validation pass, 2 cores, nothing else
+running: the tutorial net from its training record, vgg and mobilenet_v2 from ``benchmarks/bench_cnn.py``,
+vgg_cpu from its training rate (about 100 faces a second), resnet_cpu by its multiply-adds next to vgg_cpu's."""
+
+TRAINING_MACS_PER_SECOND = 8.0e9
+"""Forward multiply-adds per second of training (about three forward passes a face) for a network
+without a measured epoch: vgg_cpu's rate (100 faces a second at 81.6 M multiply-adds a face)."""
+
+ENSEMBLE_SECONDS = 300
+"""Scoring the members of an ensemble cell on the validation and test faces."""
+
+
+def cpu_networks(names) -> list:
+    """The registered networks a CPU trains in a night: all but :data:`ACCELERATOR_NETWORKS`."""
+    return [name for name in names if name not in ACCELERATOR_NETWORKS]
+
+
+def classic_cell_seconds(spec: str, classifier: str, n_train: int, flip: bool = False) -> float:
+    """Estimated seconds of one classical cell (selection, fit, scoring) with ``n_train`` training faces."""
+    seconds = CLASSIC_SECONDS.get(classifier, {}).get(spec)
+    if seconds is None:
+        parts = spec.split("+")
+        known = [CLASSIC_SECONDS.get(classifier, {}).get(part) for part in parts]
+        seconds = sum(known) if all(known) else DEFAULT_CLASSIC_SECONDS
+    scale = n_train * (2 if flip else 1) / FER2013_TRAIN
+    # Kernel methods grow faster than linearly with the training faces; trees and neighbours about linearly.
+    exponent = 1.6 if classifier in ("svm", "linear_svm") else 1.0
+    return float(seconds * scale ** exponent)
+
+
+def cnn_cell_seconds(arch: str, epochs: int, n_train: int, n_validation: int) -> float:
+    """Estimated seconds of one CNN cell: ``epochs`` epochs of training and validation."""
+    if arch in EPOCH_SECONDS:
+        per_epoch = EPOCH_SECONDS[arch] * (n_train + n_validation / 3) / (FER2013_TRAIN + 3_589 / 3)
+    else:
+        from fer_deep import ARCHITECTURE_COSTS
+
+        _, macs = ARCHITECTURE_COSTS.get(arch, (0, 100e6))
+        per_epoch = macs * (n_train + n_validation / 3) / TRAINING_MACS_PER_SECOND
+    return float(epochs * per_epoch)
+
+
+def feature_seconds(specs, n_faces: int) -> float:
+    """First extraction of every feature the classical cells use (each feature once)."""
+    features = {part for spec in specs for part in spec.split("+")}
+    return float(sum(FEATURE_SECONDS.get(name, 60) for name in features) * n_faces / 35_887)
+
+
+def clock(seconds: float) -> str:
+    """``H:MM`` of a duration."""
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+class TimeLeft:
+    """The remaining estimate of a sweep, rescaled by how long its finished cells took against their estimates."""
+
+    def __init__(self, estimates: list):
+        self.estimates = list(estimates)
+        self.done_estimated = 0.0
+        self.done_actual = 0.0
+        self.finished = 0
+
+    def finish(self, index: int, seconds: float, ran: bool = True) -> None:
+        """Cell ``index`` (0-based) is done; ``ran`` False for one skipped as finished earlier."""
+        self.finished = max(self.finished, index + 1)
+        if ran:
+            self.done_estimated += self.estimates[index]
+            self.done_actual += seconds
+
+    def seconds(self) -> float:
+        remaining = sum(self.estimates[self.finished:])
+        ratio = self.done_actual / self.done_estimated if self.done_estimated > 60 else 1.0
+        return remaining * ratio

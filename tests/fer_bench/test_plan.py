@@ -1,0 +1,61 @@
+"""The sweep's plan: which networks each preset trains, the ensemble cells, the time estimates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from fer_bench.cli import cli
+from fer_bench.experiment import plan
+from fer_bench.experiment.sweep import FEATURE_SETS, preset_networks
+
+
+def test_presets_train_the_cpu_networks_and_the_accelerator_preset_all():
+    full = preset_networks("full")
+    assert "vgg_cpu" in full and "resnet_cpu" in full
+    assert not set(plan.ACCELERATOR_NETWORKS) & set(full)
+    assert set(plan.ACCELERATOR_NETWORKS) <= set(preset_networks("accelerator"))
+
+
+def test_the_measured_cells_of_the_main_job_fit_one_night_on_two_cores():
+    from fer_deep import DEFAULT_EPOCHS
+
+    # The classifiers with a measured cost (a new one is estimated at DEFAULT_CLASSIC_SECONDS a cell).
+    classic = sum(plan.classic_cell_seconds(spec, classifier, plan.FER2013_TRAIN)
+                  for spec in FEATURE_SETS for classifier in plan.CLASSIC_SECONDS)
+    deep = sum(plan.cnn_cell_seconds(arch, DEFAULT_EPOCHS[arch], plan.FER2013_TRAIN, 3589)
+               for arch in preset_networks("full"))
+    assert classic + deep + 2 * plan.ENSEMBLE_SECONDS <= 10 * 3600
+    assert deep > 3600  # the CNNs are most of it, as measured
+
+
+def test_time_left_is_rescaled_by_how_long_finished_cells_took():
+    left = plan.TimeLeft([100.0, 200.0, 300.0])
+    assert left.seconds() == 600.0
+    left.finish(0, 0.0, ran=False)  # skipped: finished earlier
+    assert left.seconds() == 500.0
+    left.finish(1, 400.0)  # took twice its estimate
+    assert left.seconds() == pytest.approx(600.0)
+    assert plan.clock(3 * 3600 + 25 * 60 + 10) == "3:25"
+
+
+def test_run_all_plans_with_an_estimate_and_adds_the_fusion(kaggle_dir, tmp_path):
+    pytest.importorskip("keras")
+    out = tmp_path / "run"
+    done = CliRunner().invoke(cli, ["run", "--all", "--features", "hog", "--classifier", "knn,dt", "--cnn",
+                                    preset_networks("full")[0], "--epochs", "1", "--data", str(kaggle_dir),
+                                    "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-report"])
+    assert done.exit_code == 0, done.output
+    assert "plan: 4 cells, 4 to run (2 classical, 1 CNN, 1 ensemble); estimated " in done.stderr
+    assert "left)" in done.stderr
+    fusion = json.loads((out / "records" / "fusion.json").read_text())
+    assert fusion["family"] == "fusion" and len(fusion["members"]) == 2
+    assert fusion["members"][1].startswith("cnn-")
+    # Nothing is run twice: the rerun plans no cell.
+    again = CliRunner().invoke(cli, ["run", "--all", "--features", "hog", "--classifier", "knn,dt", "--cnn",
+                                     preset_networks("full")[0], "--epochs", "1", "--data", str(kaggle_dir),
+                                     "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-report"])
+    assert again.exit_code == 0, again.output
+    assert "plan: 4 cells, 0 to run" in again.stderr
