@@ -13,16 +13,17 @@ a face still gets one record, with ``face``, ``box``, ``label`` null and a
 ``reason``.  An input that cannot be read raises :class:`InputError`, whose
 message names it; :func:`predict_inputs` reports it and goes on with the rest.
 
+The records (fields, drawing, writers) are made in :mod:`fer_bench.face_records`,
+photos and videos read and written in :mod:`fer_bench.media`; this module
+finds and classifies the faces and walks the inputs.
+
 Importing this module imports neither TensorFlow nor Keras; a classical
 model never needs them.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,22 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from ._core import IMAGE_EXTENSIONS
-from .faces import (DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, FaceTracker, find_faces_many,
-                    get_detector)
-from .metrics import VALENCE_GROUPS
-
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"})
-MAX_IMAGE_PIXELS = 150_000_000
-"""Largest photo decoded (150 megapixels: 450 MB as BGR); larger ones are refused with a message."""
-
-VALENCE = {label: group for group, labels in VALENCE_GROUPS.items() for label in labels}
-"""Class name -> valence group: positive = happy, surprise; neutral; negative = angry, disgust, fear, sad."""
-
-RECORD_FIELDS = ("file", "frame", "time", "face", "box", "label", "valence", "probabilities", "reason")
-
-
-class InputError(Exception):
-    """One input (file, folder or camera) could not be processed; the message names it."""
+# The records and the photo and video input/output live in their own modules; their names stay importable
+# from here, where the command line, the server and the benchmarks import them.
+from .face_records import (RECORD_FIELDS, VALENCE, RecordWriter, draw_records, face_record,  # noqa: F401
+                           no_face_record)
+from .faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, find_faces_many, get_detector
+from .media import (MAX_IMAGE_PIXELS, VIDEO_EXTENSIONS, ImageTooLargeError, InputError,  # noqa: F401
+                    check_image_size, decode_image, image_header_size, open_camera, open_video, read_frames,
+                    read_image, video_writer, write_image)
+from .tracking import FaceTracker
 
 
 @dataclass
@@ -69,7 +63,7 @@ class PredictOptions:
     redetect : int
         In videos and the camera, search the whole frame every ``redetect``-th
         processed frame and in between follow each face in a window around
-        its last box (:class:`fer_bench.faces.FaceTracker`); 1 searches
+        its last box (:class:`fer_bench.tracking.FaceTracker`); 1 searches
         every processed frame in full.
     max_pixels : int
         Photos with more pixels are refused.
@@ -98,39 +92,7 @@ def load_predict_model(path, *, trust: bool = False):
     return load_model(path, trust=trust)
 
 
-# --------------------------------------------------------------------------- records
-
-
-def face_record(source: str, index: int, face, probabilities, classes, *, frame=None, seconds=None) -> dict:
-    """The record of one classified face."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    label = str(classes[int(np.argmax(probabilities))])
-    return {
-        "file": source,
-        "frame": frame,
-        "time": None if seconds is None else round(float(seconds), 3),
-        "face": index,
-        "box": [int(v) for v in face.box],
-        "label": label,
-        "valence": VALENCE.get(label),
-        "probabilities": {str(name): round(float(p), 4) for name, p in zip(classes, probabilities)},
-        "reason": None,
-    }
-
-
-def no_face_record(source: str, reason: str, *, frame=None, seconds=None) -> dict:
-    """The record of a photo or frame in which no face was found."""
-    return {
-        "file": source,
-        "frame": frame,
-        "time": None if seconds is None else round(float(seconds), 3),
-        "face": None,
-        "box": None,
-        "label": None,
-        "valence": None,
-        "probabilities": None,
-        "reason": reason,
-    }
+# --------------------------------------------------------------------------- classifying
 
 
 def _no_face_reason(options: PredictOptions, shape) -> str:
@@ -192,116 +154,7 @@ def _classify_images(model, images, sources, options, *, frames=None, seconds=No
                           seconds=seconds, options=options)
 
 
-# --------------------------------------------------------------------------- drawing
-
-_VALENCE_COLOURS = {"positive": (60, 200, 60), "neutral": (0, 200, 255), "negative": (60, 60, 230), None: (255, 160, 0)}
-
-
-def draw_records(image, records) -> np.ndarray:
-    """A BGR copy of ``image`` with each record's box and ``label p`` drawn (green, amber, red by valence)."""
-    import cv2
-
-    canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image[:, :, :3].copy()
-    canvas = np.ascontiguousarray(canvas)
-    for record in records:
-        if record.get("box") is None:
-            continue
-        x, y, w, h = record["box"]
-        colour = _VALENCE_COLOURS.get(record.get("valence"), _VALENCE_COLOURS[None])
-        thickness = max(2, int(round(w / 60)))
-        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colour, thickness)
-        p = (record.get("probabilities") or {}).get(record["label"])
-        text = f"{record['label']} {p:.2f}" if p is not None else str(record["label"])
-        scale = max(0.4, w / 160)
-        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1 + int(scale))
-        top = y - th - baseline - 4 if y - th - baseline - 4 >= 0 else y + h  # above the box, or below at the top edge
-        cv2.rectangle(canvas, (x, top), (x + tw + 4, top + th + baseline + 4), colour, cv2.FILLED)
-        cv2.putText(canvas, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1 + int(scale),
-                    cv2.LINE_AA)
-    return canvas
-
-
 # --------------------------------------------------------------------------- photos
-
-
-def image_header_size(source):
-    """(width, height) from an image's header without decoding it; None if the format is unknown.
-
-    ``source`` is a path or the file's bytes.  An image Pillow itself finds
-    absurdly large (a decompression bomb) is reported as ``(inf, inf)``.
-    """
-    try:
-        import warnings
-
-        from PIL import Image
-    except ImportError:
-        return None
-    if isinstance(source, (bytes, bytearray, memoryview, np.ndarray)):
-        import io
-
-        source = io.BytesIO(bytes(source))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own limit
-            with Image.open(source) as image:
-                return image.size
-    except Image.DecompressionBombError:
-        return (math.inf, math.inf)
-    except Exception:  # not a format Pillow knows: OpenCV may still decode it
-        return None
-
-
-class ImageTooLargeError(InputError):
-    """A photo whose header announces more pixels than the limit; refused before it is decoded."""
-
-
-def check_image_size(name, size, *, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    """Raise :class:`ImageTooLargeError` naming ``name`` if ``size`` = (width, height) exceeds ``max_pixels``."""
-    if size is not None and size[0] * size[1] > max_pixels:
-        shown = "more than 178" if math.isinf(size[0]) else f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f}"
-        raise ImageTooLargeError(
-            f"{name}: image too large ({shown} megapixels; the limit is {max_pixels / 1e6:.0f}); downscale it first"
-        )
-
-
-def _read_bytes(path: Path) -> np.ndarray:
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except IsADirectoryError:
-        raise InputError(f"{path}: a folder where a file was expected") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror or error})") from None
-    if data.size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    return data
-
-
-def decode_image(data, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode an encoded photo (bytes or a uint8 array) to a BGR array; :class:`InputError` naming ``name``.
-
-    The header's dimensions are checked against ``max_pixels`` before anything is decoded.
-    """
-    import cv2
-
-    data = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    if data.size == 0:
-        raise InputError(f"{name}: empty file (0 bytes)")
-    check_image_size(name, image_header_size(data), max_pixels=max_pixels)
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    except cv2.error as error:  # OpenCV refuses images above its own pixel limit this way
-        raise InputError(f"{name}: cannot be decoded ({str(error).strip().splitlines()[-1]})") from None
-    if image is None:
-        raise InputError(f"{name}: not an image OpenCV can decode (corrupt, truncated or another kind of file)")
-    return image
-
-
-def read_image(path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode a photo to a BGR (or gray) array; :class:`InputError` naming the file if it cannot be."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    return decode_image(_read_bytes(path), str(path), max_pixels=max_pixels)
 
 
 def predict_array(model, image, *, source: str, options: PredictOptions | None = None) -> list:
@@ -337,7 +190,7 @@ def predict_image(model, path, *, options: PredictOptions | None = None, source:
     _note_downscale(path, image.shape, options, warn)
     records = predict_array(model, image, source=source or str(path), options=options)
     if annotate_to is not None:
-        _write_image(annotate_to, draw_records(image, records))
+        write_image(annotate_to, draw_records(image, records))
     return records
 
 
@@ -349,62 +202,7 @@ def _note_downscale(path, shape, options, warn):
              f"faces narrower than {smallest} px may be missed")
 
 
-def _write_image(path, image):
-    import cv2
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise InputError(f"{path}: the annotated image could not be written")
-
-
 # --------------------------------------------------------------------------- video
-
-
-def _quiet_opencv():
-    """Keep OpenCV's and FFmpeg's own warnings (e.g. on a file that is not a video) off stderr; we report in words."""
-    import cv2
-
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:
-        pass
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-
-
-def open_video(path):
-    """An opened ``cv2.VideoCapture`` whose first frame decodes; :class:`InputError` naming the file otherwise."""
-    import cv2
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    if path.is_dir():
-        raise InputError(f"{path}: a folder where a file was expected")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    _quiet_opencv()
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise InputError(f"{path}: the video could not be opened (damaged, or a codec OpenCV's FFmpeg lacks)")
-    ok, frame = capture.read()
-    if not ok or frame is None:
-        capture.release()
-        raise InputError(f"{path}: the video opened but no frame could be decoded (damaged, or an unsupported codec)")
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-    return capture
-
-
-def _video_writer(path, fps: float, shape):
-    import cv2
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (shape[1], shape[0]))
-    if not writer.isOpened():
-        raise InputError(f"{path}: the annotated video could not be written (mp4v)")
-    return writer
 
 
 def predict_frames(model, frames, *, source: str, fps: float | None, options: PredictOptions | None = None,
@@ -444,7 +242,7 @@ def predict_frames(model, frames, *, source: str, fps: float | None, options: Pr
         if annotate_to is not None:
             for index, image in pending_frames:
                 if writer is None:
-                    writer = _video_writer(annotate_to, fps or 30.0, image.shape)
+                    writer = video_writer(annotate_to, fps or 30.0, image.shape)
                 shown = by_index.get(index, shown)
                 writer.write(draw_records(image, shown))
         pending.clear()
@@ -473,14 +271,6 @@ def predict_frames(model, frames, *, source: str, fps: float | None, options: Pr
             writer.release()
 
 
-def _frames(capture):
-    while True:
-        ok, frame = capture.read()
-        if not ok or frame is None:
-            return
-        yield frame
-
-
 def predict_video(model, path, *, options: PredictOptions | None = None, source: str | None = None,
                   annotate_to=None, warn=None):
     """Records for a video file; yields a list of records per processed frame (see :func:`predict_frames`)."""
@@ -490,26 +280,10 @@ def predict_video(model, path, *, options: PredictOptions | None = None, source:
     try:
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if fps and math.isfinite(fps) and fps > 0 else None
-        yield from predict_frames(model, _frames(capture), source=source or str(path), fps=fps, options=options,
+        yield from predict_frames(model, read_frames(capture), source=source or str(path), fps=fps, options=options,
                                   annotate_to=annotate_to, warn=warn)
     finally:
         capture.release()
-
-
-def open_camera(index: int):
-    """An opened camera whose first frame arrives; :class:`InputError` if there is no such camera."""
-    import cv2
-
-    _quiet_opencv()
-    capture = cv2.VideoCapture(int(index))
-    ok = capture.isOpened()
-    if ok:
-        ok, frame = capture.read()
-        ok = ok and frame is not None
-    if not ok:
-        capture.release()
-        raise InputError(f"camera {index}: could not be opened (no such camera, in use, or no permission)")
-    return capture
 
 
 def predict_camera(model, index: int, *, options: PredictOptions | None = None, annotate_to=None, warn=None):
@@ -521,7 +295,7 @@ def predict_camera(model, index: int, *, options: PredictOptions | None = None, 
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if fps and math.isfinite(fps) and fps > 0 else 30.0
         try:
-            yield from predict_frames(model, _frames(capture), source=f"camera:{index}", fps=fps, options=options,
+            yield from predict_frames(model, read_frames(capture), source=f"camera:{index}", fps=fps, options=options,
                                       annotate_to=annotate_to, warn=warn, live=True)
         except KeyboardInterrupt:  # the way to stop a live camera; what was written stays valid
             return
@@ -677,53 +451,3 @@ def _guess_kind(path: Path) -> str:
             raise
         raise InputError(f"{path}: neither an image nor a video OpenCV can decode") from None
     return "video"
-
-
-# --------------------------------------------------------------------------- output
-
-
-class RecordWriter:
-    """Writes records as JSON lines (to a stream or a file) and/or CSV, as they come.
-
-    Parameters
-    ----------
-    classes : sequence of str
-        The model's classes: one probability column each in the CSV.
-    json_stream : file-like, optional
-        Where JSON lines go (stdout, or an opened ``--json`` file).
-    csv_stream : file-like, optional
-        Where CSV rows go.
-    """
-
-    def __init__(self, classes, *, json_stream=None, csv_stream=None):
-        self.classes = tuple(classes)
-        self.json_stream = json_stream
-        self.csv_writer = None
-        if csv_stream is not None:
-            self.csv_writer = csv.writer(csv_stream)
-            self.csv_writer.writerow(self.csv_header(self.classes))
-
-    @staticmethod
-    def csv_header(classes) -> list:
-        """Columns of the CSV: file, frame, time, face, x, y, w, h, label, valence, p_<class>..., reason."""
-        return ["file", "frame", "time", "face", "x", "y", "w", "h", "label", "valence",
-                *[f"p_{name}" for name in classes], "reason"]
-
-    @staticmethod
-    def csv_row(record, classes) -> list:
-        """One record as a CSV row (empty cells for nulls)."""
-        def cell(value):
-            return "" if value is None else value
-
-        box = record["box"] or [None] * 4
-        probabilities = record["probabilities"] or {}
-        return [record["file"], cell(record["frame"]), cell(record["time"]), cell(record["face"]),
-                *[cell(v) for v in box], cell(record["label"]), cell(record["valence"]),
-                *[cell(probabilities.get(name)) for name in classes], cell(record["reason"])]
-
-    def __call__(self, record: dict):
-        if self.json_stream is not None:
-            self.json_stream.write(json.dumps(record) + "\n")
-            self.json_stream.flush()  # a live camera's records should appear as they come
-        if self.csv_writer is not None:
-            self.csv_writer.writerow(self.csv_row(record, self.classes))

@@ -18,6 +18,7 @@ pytest.importorskip("dlib")
 
 from fer_bench import predict as P  # noqa: E402
 from fer_bench.cli import cli  # noqa: E402
+from fer_bench.face_records import VALENCE_COLOURS  # noqa: E402
 from fer_classic.model import ClassicModel  # noqa: E402
 from conftest import synthetic_faces  # noqa: E402
 
@@ -191,7 +192,7 @@ def test_annotated_photo_shows_the_boxes_in_place(model_path, photos, tmp_path):
     changed = np.any(drawn.astype(int) != original, axis=2)
     for record in records:
         x, y, w, h = record["box"]
-        colour = np.array(P._VALENCE_COLOURS[record["valence"]])
+        colour = np.array(VALENCE_COLOURS[record["valence"]])
         # The box outline is drawn in the valence colour along all four edges ...
         for edge in (drawn[y + h // 2, x], drawn[y + h // 2, x + w - 1], drawn[y + h - 1, x + w // 2]):
             assert np.abs(edge.astype(int) - colour).max() <= 2
