@@ -12,7 +12,7 @@ For a saved classical model (and a CNN, if one is given and Keras is installed):
 - **video**: frames per second on a 10-second 640x480 video of two real faces
   moving (in memory), with the whole frame searched every N-th frame
   (``--redetect``, default 1, 5 and 10) and the faces followed in between
-  (:class:`fer_bench.faces.FaceTracker`);
+  (:class:`fer_bench.tracking.FaceTracker`);
 - **reference**: if the ``fer`` package is importable, its emotion model on the
   same 48x48 faces and its whole pipeline (Haar detector + its CNN) on the same
   frames, in the same run;
@@ -289,7 +289,7 @@ def write_moving_faces_video(path, *, seconds: float = 10.0, fps: float = 10.0) 
 
 def time_tracking(model, frames, detector: str, redetect: int, *, min_face: int = 48) -> dict:
     """Frames per second of the video pipeline with :class:`FaceTracker` (full search every ``redetect`` frames)."""
-    from fer_bench.faces import FaceTracker
+    from fer_bench.tracking import FaceTracker
 
     faces_placed = len(portraits()[:2])
     with one_thread():

@@ -12,6 +12,7 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("dlib")
 
 from fer_bench import faces as F  # noqa: E402
+from fer_bench.tracking import FaceTracker, _overlap  # noqa: E402
 
 # Face centres and widths read off the photos by eye (and from the annotated
 # output, checked by looking at it): NASA's portrait of Eileen Collins
@@ -252,7 +253,7 @@ def gliding_frames(n=12, step=6):
 @pytest.mark.parametrize("name", ["haar", "dlib-hog"])
 def test_tracker_follows_a_moving_face_between_full_searches(name):
     frames = gliding_frames()
-    tracker = F.FaceTracker(name, redetect=4)
+    tracker = FaceTracker(name, redetect=4)
     found = tracker.find_many(frames)
     assert found[0] == []  # the empty frame: searched in full, nothing there
     full = F.find_faces_many(frames, detector=name)
@@ -260,7 +261,7 @@ def test_tracker_follows_a_moving_face_between_full_searches(name):
         assert len(faces) == 1 and len(reference) == 1, i
         box, expected = faces[0].box, reference[0].box
         # Same face, in the same place as the full search puts it.
-        assert F._overlap(box, expected) > 0.6, (i, box, expected)
+        assert _overlap(box, expected) > 0.6, (i, box, expected)
         assert faces[0].crop.shape == (48, 48)
     # The empty frame, then the face's first frame (nothing to follow), then every 4th.
     assert tracker.full_searches == 4
@@ -269,7 +270,7 @@ def test_tracker_follows_a_moving_face_between_full_searches(name):
 
 def test_tracker_with_redetect_1_is_the_full_search():
     frames = gliding_frames(4)
-    tracker = F.FaceTracker("haar")
+    tracker = FaceTracker("haar")
     found = tracker.find_many(frames)
     assert tracker.full_searches == len(frames)
     assert [[face.box for face in faces] for faces in found] == \
@@ -279,7 +280,7 @@ def test_tracker_with_redetect_1_is_the_full_search():
 def test_tracker_drops_a_face_that_leaves_and_finds_it_at_the_next_full_search():
     frames = gliding_frames(3)
     empty = frames[0]
-    tracker = F.FaceTracker("haar", redetect=10)
+    tracker = FaceTracker("haar", redetect=10)
     assert len(tracker.find(frames[1])) == 1
     assert tracker.find(empty) == []  # lost in its window: dropped, not invented
     assert len(tracker.find(frames[2])) == 1  # nothing to follow: the whole frame is searched
@@ -288,4 +289,4 @@ def test_tracker_drops_a_face_that_leaves_and_finds_it_at_the_next_full_search()
 
 def test_tracker_rejects_redetect_below_1():
     with pytest.raises(ValueError, match="redetect=0"):
-        F.FaceTracker("haar", redetect=0)
+        FaceTracker("haar", redetect=0)
