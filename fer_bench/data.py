@@ -1,4 +1,4 @@
-# Over 500 lines on purpose: the three loaders share one decoding, array cache and key scheme, used nowhere else.
+# Over 500 lines: the loaders, decoding and array cache share DatasetError and cache keys; split, they import each other.
 """Datasets: FER-2013 (Kaggle folders or the original CSV) and generic class folders.
 
 Every loader returns a :class:`Dataset` holding three :class:`Split` objects
