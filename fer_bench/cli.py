@@ -510,7 +510,9 @@ def train_group():
 @seed_option
 @click.option("--train-subset", type=click.IntRange(min=1), default=None,
               help="Train on a stratified subset of this many training faces [default: all].")
-@click.option("--tta", is_flag=True, help="Test-time augmentation: average each face with its mirror image.")
+@click.option("--tta", type=click.Choice(["none", "flip", "ten_crop"]), default="none", show_default=True,
+              help="Test-time augmentation: flip averages each face with its mirror image; ten_crop the four "
+                   "corner windows, the centre and their mirror images (vgg_cpu, resnet_cpu).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Training parameter (repeatable), e.g. learning_rate=0.01, optimizer=sgd, schedule=cosine, "
                    "class_weight=balanced, patience=5, augment=False.")
@@ -552,7 +554,7 @@ def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, s
                 resume=resume,
                 train_subset=train_subset,
                 log=lambda message: click.echo(message, err=True),
-                tta=tta,
+                tta=False if tta == "none" else tta,
                 arch_params=arch_param_dict,
                 **train_params,
             )

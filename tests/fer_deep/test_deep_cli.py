@@ -53,6 +53,14 @@ def test_train_cnn_writes_record_model_and_curves(runner, kaggle_dir, tmp_path):
     again = runner.invoke(cli, args + ["--resume"])
     assert again.exit_code == 0, again.output
     assert "cnn-tutorial: tutorial already trained in" in again.stderr
+    assert json.loads((out / "records" / "cnn-tutorial.json").read_text())["tta"] is False
+    # Test-time augmentation is chosen at scoring time: the finished training is reused.
+    mirrored = runner.invoke(cli, args + ["--resume", "--tta", "flip"])
+    assert mirrored.exit_code == 0, mirrored.output
+    assert "cnn-tutorial: tutorial already trained in" in mirrored.stderr
+    assert json.loads((out / "records" / "cnn-tutorial.json").read_text())["tta"] == "flip"
+    wrong = runner.invoke(cli, args + ["--tta", "five_crop"])
+    assert wrong.exit_code == 1 and "Invalid value for '--tta'" in wrong.stderr
 
 
 def test_train_cnn_rejects_unknown_names(runner, kaggle_dir, tmp_path):
