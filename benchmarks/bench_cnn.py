@@ -1,8 +1,9 @@
 """Benchmark the CNN architectures on this machine: training throughput and prediction latency.
 
-For each architecture it builds the trainer exactly as :func:`fer_deep.training.train`
-does (augmentation layers, the architecture's optimiser and schedule), runs a
-few warm-up batches (tracing, compilation, allocation), then times:
+For each architecture, batch size and XLA setting it builds the trainer
+exactly as :func:`fer_deep.training.train` does (augmentation layers, the
+architecture's optimiser, schedule and loss), runs a few warm-up batches
+(tracing, compilation, allocation), then times:
 
 - training: images per second over ``--batches`` batches of ``--batch-size``,
   and the seconds one FER-2013 epoch would take (28,709 training faces plus
@@ -13,7 +14,12 @@ few warm-up batches (tracing, compilation, allocation), then times:
 Random pixels stand in for faces: the cost of a convolution does not depend
 on what the pixels show.  Run::
 
-    python benchmarks/bench_cnn.py [--archs seed,vgg] [--batch-size 64] [--batches 5] [--json out.json]
+    python benchmarks/bench_cnn.py [--archs vgg_cpu,resnet_cpu] [--batch-sizes 64,128,256] [--jit off,on]
+                                   [--batches 5] [--json out.json]
+
+Each row also gives the forward multiply-adds of one face
+(:func:`fer_deep.architectures.multiply_adds`) and the backend (set
+``KERAS_BACKEND`` to compare TensorFlow, JAX or PyTorch where installed).
 """
 
 from __future__ import annotations
@@ -28,29 +34,33 @@ import time
 
 import numpy as np
 
+from fer_bench._core import FER2013_CLASSES
+
 FER2013_TRAIN = 28_709
 FER2013_VALIDATION = 3_589
 
 
 def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, warmup: int = 2,
-                       singles: int = 20, seed: int = 0) -> dict:
+                       singles: int = 20, seed: int = 0, jit_compile="auto") -> dict:
     """Time training and prediction of one architecture; returns plain figures."""
     import keras
 
+    from fer_deep.architectures import make_model, multiply_adds
     from fer_deep.model import DeepModel
     from fer_deep.training import make_optimizer, make_trainer, resolve_training_params
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     params = resolve_training_params(arch)
-    from fer_deep.architectures import make_model
 
     build_start = time.perf_counter()
     net = make_model(arch)
     steps = math.ceil(FER2013_TRAIN / batch_size)
-    trainer = make_trainer(net, params, make_optimizer(params, steps, 10), seed=seed)
+    trainer = make_trainer(net, params, make_optimizer(params, steps, 10), seed=seed, jit_compile=jit_compile)
     X = rng.integers(0, 256, size=(batch_size, 48, 48, 1)).astype(np.float32)
     y = rng.integers(0, 7, size=batch_size)
+    if params.get("label_smoothing"):  # the trainer's loss then takes one-hot targets
+        y = np.eye(7, dtype=np.float32)[y]
     for _ in range(warmup):
         trainer.train_on_batch(X, y)
     warm_seconds = time.perf_counter() - build_start
@@ -63,6 +73,7 @@ def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, war
     model = DeepModel(arch)
     model.model_ = net
     model.input_shape_ = (48, 48, 1)
+    model.classes_ = FER2013_CLASSES
     faces = rng.integers(0, 256, size=(256, 48, 48)).astype(np.uint8)
     model.predict(faces[:2])
     model.predict(faces)  # warm-up of the full-batch shape
@@ -78,6 +89,9 @@ def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, war
     return {
         "arch": arch,
         "parameters": int(net.count_params()),
+        "multiply_adds": multiply_adds(net),
+        "backend": keras.backend.backend(),
+        "jit_compile": jit_compile,
         "batch_size": batch_size,
         "train_images_per_second": images_per_second,
         "seconds_per_epoch": epoch_seconds,
@@ -90,7 +104,8 @@ def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, war
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", default=None, help="comma-separated architectures [default: all registered]")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-sizes", default="64", help="comma-separated batch sizes [default: 64]")
+    parser.add_argument("--jit", default="auto", help="comma-separated XLA settings: off, on, auto [default: auto]")
     parser.add_argument("--batches", type=int, default=5, help="timed training batches")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training batches first")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures to this JSON file")
@@ -110,17 +125,26 @@ def main(argv=None) -> int:
                "keras": keras.__version__, "backend": keras.backend.backend()}
     print(f"# {machine['platform']}, {machine['cores']} cores, Keras {machine['keras']} ({machine['backend']})",
           file=sys.stderr)
-    header = (f"{'arch':<14} {'params':>10} {'train img/s':>12} {'s/epoch':>9} {'ms/face 1':>10} "
-              f"{'ms/face batch':>14}")
+    jit_values = {"off": False, "on": True, "auto": "auto"}
+    jits = [j.strip() for j in args.jit.split(",") if j.strip()]
+    if any(j not in jit_values for j in jits):
+        print(f"bench_cnn: --jit takes off, on or auto, got {args.jit}", file=sys.stderr)
+        return 1
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    header = (f"{'arch':<14} {'params':>10} {'GMAC':>6} {'batch':>5} {'xla':>5} {'train img/s':>12} "
+              f"{'s/epoch':>9} {'ms/face 1':>10} {'ms/face batch':>14}")
     print(header)
     print("-" * len(header))
     results = []
     for arch in archs:
-        r = bench_architecture(arch, batch_size=args.batch_size, batches=args.batches, warmup=args.warmup)
-        results.append(r)
-        print(f"{arch:<14} {r['parameters']:>10,} {r['train_images_per_second']:>12.1f} "
-              f"{r['seconds_per_epoch']:>9.0f} {r['predict_ms_single']:>10.2f} {r['predict_ms_per_face_batched']:>14.3f}",
-              flush=True)
+        for batch_size in batch_sizes:
+            for jit in jits:
+                r = bench_architecture(arch, batch_size=batch_size, batches=args.batches, warmup=args.warmup,
+                                       jit_compile=jit_values[jit])
+                results.append(r)
+                print(f"{arch:<14} {r['parameters']:>10,} {r['multiply_adds'] / 1e9:>6.3f} {batch_size:>5} "
+                      f"{jit:>5} {r['train_images_per_second']:>12.1f} {r['seconds_per_epoch']:>9.0f} "
+                      f"{r['predict_ms_single']:>10.2f} {r['predict_ms_per_face_batched']:>14.3f}", flush=True)
     if args.json_path:
         with open(args.json_path, "w") as stream:
             json.dump({"machine": machine, "results": results}, stream, indent=2)
