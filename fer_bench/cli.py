@@ -3,6 +3,10 @@
 Commands only parse arguments and call plain functions.  User errors print
 one line on stderr and exit with status 1, without a traceback; data goes to
 files or stdout, diagnostics to stderr.
+
+Over 500 lines because it is the whole command line: each command is a
+short parse-and-call, and the options they share (data, cache, seed, model)
+are defined once here.
 """
 
 from __future__ import annotations
