@@ -528,10 +528,14 @@ def test_page_in_chromium_photo_then_fake_camera(server, photos, tmp_path):
         lefts = []
 
         def updated(d):
-            updates = int(d.find_element(By.ID, "overlay").get_attribute("data-updates"))
-            faces = d.find_elements(By.CSS_SELECTOR, "#overlay .face-box")
-            if faces and updates > len(lefts):
-                lefts.append(float(d.execute_script("return parseFloat(arguments[0].style.left)", faces[0])))
+            # One script reads the count and the box together: the page redraws the overlay on every
+            # answer, so an element found in one call may be gone by the next.
+            updates, left = d.execute_script(
+                "const overlay = document.getElementById('overlay');"
+                "const box = overlay.querySelector('.face-box');"
+                "return [parseInt(overlay.getAttribute('data-updates')), box ? parseFloat(box.style.left) : null];")
+            if left is not None and updates > len(lefts):
+                lefts.append(float(left))
             return updates >= 1 + 5 and len(lefts) >= 5  # 1: the photo's update
 
         wait.until(updated)
