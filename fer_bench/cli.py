@@ -627,6 +627,20 @@ trust_option = click.option(
     help="Allow a pickle (joblib) model file: loading one runs any code it holds, so only for files you trust.")
 
 
+def face_options(command):
+    """The face-finding options that predict and serve share."""
+    for option in reversed([
+        click.option("--detector", type=click.Choice(list(DETECTORS)), default=DEFAULT_DETECTOR,
+                     show_default=True, help="Face detector."),
+        click.option("--min-face", type=click.IntRange(min=1), default=DEFAULT_MIN_FACE, show_default=True,
+                     metavar="N", help="Smallest face reported, in pixels."),
+        click.option("--max-side", type=click.IntRange(min=64), default=DEFAULT_MAX_SIDE, show_default=True,
+                     metavar="N", help="Larger photos and frames are searched downscaled to this longest side."),
+    ]):
+        command = option(command)
+    return command
+
+
 @cli.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 def models_command(as_json):
@@ -689,12 +703,7 @@ def export(model_path, export_format, out):
 @trust_option
 @click.option("--webcam", type=click.IntRange(min=0), default=None, metavar="INDEX",
               help="Also read the live camera INDEX (0: the first) until Ctrl-C or --max-frames.")
-@click.option("--detector", type=click.Choice(list(DETECTORS)), default=DEFAULT_DETECTOR, show_default=True,
-              help="Face detector.")
-@click.option("--min-face", type=click.IntRange(min=1), default=DEFAULT_MIN_FACE, show_default=True, metavar="N",
-              help="Smallest face reported, in pixels.")
-@click.option("--max-side", type=click.IntRange(min=64), default=DEFAULT_MAX_SIDE, show_default=True, metavar="N",
-              help="Larger photos and frames are searched downscaled to this longest side.")
+@face_options
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Process every N-th video frame.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
@@ -786,12 +795,7 @@ def _size_option(ctx, param, value):
               help="Largest image accepted (e.g. 10MB, 512KB; a bare number is MB); larger get 413.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
               help="Largest image in pixels, read from its header before decoding [default: 150 million].")
-@click.option("--detector", type=click.Choice(list(DETECTORS)), default=DEFAULT_DETECTOR, show_default=True,
-              help="Face detector.")
-@click.option("--min-face", type=click.IntRange(min=1), default=DEFAULT_MIN_FACE, show_default=True, metavar="N",
-              help="Smallest face reported, in pixels.")
-@click.option("--max-side", type=click.IntRange(min=64), default=DEFAULT_MAX_SIDE, show_default=True, metavar="N",
-              help="Larger photos are searched downscaled to this longest side.")
+@face_options
 def serve(model_name, trust, host, port, workers, queue, max_upload, max_pixels, detector, min_face, max_side):
     """Serve a web page and a JSON API that find faces and classify their expressions.
 

@@ -221,6 +221,13 @@ def _cpu_stem(input_shape, crop):
     return inputs, x
 
 
+def _cpu_head(x, dropout, num_classes):
+    """Global average pooling, dropout and the softmax layer of the CPU networks."""
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="drop")(x)
+    return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+
+
 def _conv_bn_relu(x, width, name, strides=1, relu=True):
     x = layers.Conv2D(width, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -262,10 +269,7 @@ def make_vgg_cpu(
         for index in range(1, int(convs_per_block) + 1):
             x = _conv_bn_relu(x, width, f"block{block}_{index}")
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(dropout, name="drop")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="vgg_cpu")
+    return keras.Model(inputs, _cpu_head(x, dropout, num_classes), name="vgg_cpu")
 
 
 def make_resnet_cpu(
@@ -315,10 +319,7 @@ def make_resnet_cpu(
             x = _conv_bn_relu(x, width, f"{name}_b", relu=False)
             x = layers.Add(name=f"{name}_add")([shortcut, x])
             x = layers.ReLU(name=f"{name}_out")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(dropout, name="drop")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="resnet_cpu")
+    return keras.Model(inputs, _cpu_head(x, dropout, num_classes), name="resnet_cpu")
 
 
 def multiply_adds(model) -> int:
