@@ -11,6 +11,10 @@ Combine them with :func:`make_features`, e.g. ``make_features("hog+lbp")``,
 which returns a :class:`sklearn.pipeline.FeatureUnion`.  :func:`transform_faces`
 runs a fitted extractor through an optional on-disk cache (``joblib.Memory``),
 one entry per single feature, its parameters and the faces' bytes.
+
+Over 500 lines because the three stateless features, their registry and the
+cached extraction share one parallel transform and one cache key, which
+saved models and feature caches name by this module's path.
 """
 
 from __future__ import annotations
