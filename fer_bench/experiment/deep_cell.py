@@ -22,7 +22,7 @@ import numpy as np
 
 from .._core import stratified_subset
 from ..metrics import classification_metrics
-from .harness import cell_record, time_prediction_isolated, write_cell_outputs
+from .harness import cell_record, model_metadata, time_prediction_isolated, write_cell_outputs
 
 
 def deep_cell_id(arch: str) -> str:
@@ -183,16 +183,7 @@ def run_deep_cell(
         "curves_png": model.curves_png_,
         "backend": keras.backend.backend(),
     })
-    model.metadata = {
-        "dataset": dataset.name,
-        "dataset_key": dataset.content_key,
-        "split": record["split"],
-        "n_train": record["n_train"],
-        "train_subset": train_subset,
-        "best_epoch": model.best_epoch_,
-        "validation_accuracy": val_accuracy,
-        "seed": seed,
-        "scores": {k: scores[k] for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro")},
-        "trained": started.isoformat(timespec="seconds"),
-    }
+    model.metadata = model_metadata(dataset, record, scores, started, n_train=record["n_train"],
+                                    train_subset=train_subset, best_epoch=model.best_epoch_,
+                                    validation_accuracy=val_accuracy, seed=seed)
     return write_cell_outputs(out_dir, record, model, ".zip", test.y, predicted, probabilities, wall_start)

@@ -281,18 +281,22 @@ def run_classic_cell(
         "extract_seconds": extract_seconds,
         **timing,
     })
-    model.set_params(metadata={
+    model.set_params(metadata=model_metadata(dataset, record, scores, started, selection=selection,
+                                             classifier_params=model.classifier_params, flip_augmentation=flip,
+                                             seed=seed))
+    return write_cell_outputs(out_dir, record, model, MODEL_SUFFIX, test.y, predicted, probabilities, wall_start)
+
+
+def model_metadata(dataset, record: dict, scores: dict, started, **fields) -> dict:
+    """The provenance a cell's saved model carries: dataset, split, the family's own ``fields``, scores, date."""
+    return {
         "dataset": dataset.name,
         "dataset_key": dataset.content_key,
         "split": record["split"],
-        "selection": selection,
-        "classifier_params": model.classifier_params,
-        "flip_augmentation": flip,
-        "seed": seed,
+        **fields,
         "scores": {k: scores[k] for k in ("accuracy", "f1_macro", "precision_macro", "recall_macro")},
         "trained": started.isoformat(timespec="seconds"),
-    })
-    return write_cell_outputs(out_dir, record, model, MODEL_SUFFIX, test.y, predicted, probabilities, wall_start)
+    }
 
 
 def cell_record(dataset, name: str, family: str, started, versions: dict, fields: dict) -> dict:
