@@ -97,6 +97,17 @@ def replacing(path, *, suffix: str | None = None):
             os.remove(tmp)
 
 
+def zip_holds(path, member: str) -> bool:
+    """Whether ``path`` is a zip file with an entry named ``member`` (how saved model bundles are told apart)."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as bundle:
+        return member in bundle.namelist()
+
+
 def write_json_atomic(path, data, *, indent: int = 2) -> None:
     """Write ``data`` as JSON to ``path`` so that a reader never sees half a file."""
     with replacing(path) as tmp, open(tmp, "w") as stream:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._core import encode_labels, json_default
+from ._core import encode_labels, json_default, zip_holds
 
 ENSEMBLE_FORMAT = "fer-bench-ensemble"
 ENSEMBLE_FORMAT_VERSION = 1
@@ -235,11 +235,7 @@ def _file_safe(name: str) -> str:
 
 def is_ensemble_file(path) -> bool:
     """Whether ``path`` is a zip file holding a fer-bench ensemble's metadata."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as bundle:
-        return METADATA_MEMBER in bundle.namelist()
+    return zip_holds(path, METADATA_MEMBER)
 
 
 def read_ensemble_metadata(path) -> dict:

@@ -384,11 +384,7 @@ class DeepModel(ClassifierMixin, BaseEstimator):
 
 def is_deep_model_file(path) -> bool:
     """Whether ``path`` is a zip file holding a fer-bench deep model's metadata (no Keras needed)."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as bundle:
-        return METADATA_MEMBER in bundle.namelist()
+    return _core.zip_holds(path, METADATA_MEMBER)
 
 
 def read_deep_metadata(path) -> dict:
