@@ -19,7 +19,7 @@ import numpy as np
 from ..ensemble import EnsembleModel
 from ..metrics import classification_metrics, mcnemar_test
 from ..models import load_model
-from .harness import cell_record, machine_info, time_prediction_isolated, write_cell_outputs
+from .harness import cell_record, time_prediction_isolated, write_cell_outputs
 
 
 def member_records(out_dir, cells) -> list:
@@ -115,7 +115,6 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
         "extract_seconds": 0.0,
         **timing,
     })
-    record["machine"] = machine_info()
     model.metadata = {"dataset": dataset.name, "dataset_key": dataset.content_key, "members": list(model.names),
                       "weights": model.weights_.tolist(), "validation_accuracy": model.validation_accuracy_,
                       "scores": {key: scores[key] for key in ("accuracy", "f1_macro")}}
