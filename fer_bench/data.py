@@ -1,5 +1,5 @@
 # Over 500 lines: the loaders, decoding and array cache share DatasetError and cache keys; split, they import each other.
-"""Datasets: FER-2013 (Kaggle folders or the original CSV) and generic class folders.
+"""Datasets: FER-2013 (Kaggle folders or the original CSV), generic class folders, and split folders.
 
 Every loader returns a :class:`Dataset` holding three :class:`Split` objects
 (fit, model selection, reported score) of ``uint8`` faces shaped ``(n, 48, 48)``
@@ -9,7 +9,9 @@ FER-2013 keeps its canonical split: Training for fitting, PublicTest for model
 selection, PrivateTest for the reported numbers.  The Kaggle folder layout
 records the usage in the file-name prefix, the CSV in its ``Usage`` column;
 both load to the same split.  Where no usage is recorded, a seeded stratified
-split is made and stated in ``Dataset.split_method``.
+split is made and stated in ``Dataset.split_method`` (its seed and fractions
+in ``Dataset.split_settings``); a dataset that ships ``train/``, ``val/`` and
+``test/`` folders keeps that split.
 
 Decoded arrays are cached on disk, keyed by the files' names, sizes and
 modification times (or the CSV's bytes), so a second load skips decoding.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +43,26 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a dataset: faces ``X`` (n, 48, 48) uint8 and labels ``y`` (n,) int64."""
+    """One split of a dataset: faces ``X`` (n, 48, 48) uint8 and labels ``y`` (n,) int64.
+
+    ``files`` names the image file of each face where the dataset is a folder
+    of images (empty for the CSV), so a face can be found again in the full
+    picture (``fer-bench evaluate --detect``) and named in messages.
+    """
 
     name: str
     X: np.ndarray
     y: np.ndarray
+    files: tuple = ()
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def subset(self, index) -> "Split":
+        """The faces at ``index`` (integer indices or a boolean mask), with their labels and files."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=np.int64)
+        files = tuple(self.files[i] for i in index) if self.files else ()
+        return Split(self.name, self.X[index], self.y[index], files)
 
     def class_counts(self, n_classes: int) -> np.ndarray:
         return np.bincount(self.y, minlength=n_classes)
@@ -72,6 +86,9 @@ class Dataset:
         How the split was made, in words (canonical usage or seeded stratified).
     content_key : str
         Hash of the dataset's content; identifies it in records and caches.
+    split_settings : dict
+        What reproduces a seeded split (``seed``, ``fractions``); empty where
+        the dataset's own split was kept.
     """
 
     name: str
@@ -83,6 +100,7 @@ class Dataset:
     split_method: str
     content_key: str
     notes: tuple = field(default_factory=tuple)
+    split_settings: dict = field(default_factory=dict)
 
     @property
     def splits(self) -> tuple:
@@ -94,6 +112,7 @@ class Dataset:
             "dataset": self.name,
             "source": self.source,
             "split_method": self.split_method,
+            "split_settings": dict(self.split_settings),
             "classes": list(self.classes),
             "splits": {
                 split.name: {
@@ -273,8 +292,9 @@ def stratified_split(y: np.ndarray, fractions=(0.8, 0.1, 0.1), seed: int = 0):
     return [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
 
 
-def _split_from_usage(X, y, usage, names=FER2013_USAGES):
-    return tuple(Split(name, X[usage == name], y[usage == name]) for name in names)
+def _split_from_usage(X, y, usage, names=FER2013_USAGES, files=()):
+    whole = Split("", X, y, tuple(files))
+    return tuple(replace(whole.subset(usage == name), name=name) for name in names)
 
 
 # --------------------------------------------------------------------------- FER-2013
@@ -353,21 +373,27 @@ def load_fer2013_folders(path, *, cache_dir=None, seed: int = 0) -> Dataset:
     key, X = _decode_cached(root, files, stats, f"fer2013-folders-seed{seed}", cache_dir)
     y = np.asarray(labels, dtype=np.int64)
 
+    settings = {}
     if canonical:
-        train, val, test = _split_from_usage(X, y, usage)
+        train, val, test = _split_from_usage(X, y, usage, files=files)
         method = "canonical FER-2013 split from file-name prefixes (Training / PublicTest / PrivateTest)"
     else:
         in_train = np.array([s == "train" for s in subset_of])
-        fit_idx, val_idx = stratified_split(y[in_train], (0.9, 0.1), seed=seed)
-        Xtr, ytr = X[in_train], y[in_train]
-        train = Split("train", Xtr[fit_idx], ytr[fit_idx])
-        val = Split("validation", Xtr[val_idx], ytr[val_idx])
-        test = Split("test", X[~in_train], y[~in_train])
+        train, val, test = _carve_validation(Split("train", X, y, tuple(files)), in_train, seed)
+        settings = {"seed": seed, "fractions": [0.9, 0.1], "fractions_of": "train/"}
         method = (
             f"file names carry no usage prefix: train/ split 90/10 into train/validation "
             f"(stratified, seed={seed}); test/ is the test set"
         )
-    return Dataset("fer2013", str(root), FER2013_CLASSES, train, val, test, method, key)
+    return Dataset("fer2013", str(root), FER2013_CLASSES, train, val, test, method, key, split_settings=settings)
+
+
+def _carve_validation(whole: Split, in_train: np.ndarray, seed: int) -> tuple:
+    """Train and validation cut 90/10 (stratified, seeded) from the faces ``in_train``; the rest is the test split."""
+    pool = whole.subset(in_train)
+    fit_idx, val_idx = stratified_split(pool.y, (0.9, 0.1), seed=seed)
+    return (replace(pool.subset(fit_idx), name="train"), replace(pool.subset(val_idx), name="validation"),
+            replace(whole.subset(~in_train), name="test"))
 
 
 def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
@@ -393,7 +419,8 @@ def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
         X, y, usage = _parse_fer_csv(path)
         _cache_save(_cache_path(cache_dir, key), X=X, y=y, usage=usage)
 
-    if usage.size and np.all(usage != ""):
+    canonical = bool(usage.size and np.all(usage != ""))
+    if canonical:
         unknown = sorted(set(usage.tolist()) - set(FER2013_USAGES))
         if unknown:
             raise DatasetError(
@@ -405,7 +432,9 @@ def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
         idx = stratified_split(y, (0.8, 0.1, 0.1), seed=seed)
         train, val, test = (Split(n, X[i], y[i]) for n, i in zip(("train", "validation", "test"), idx))
         method = f"CSV has no Usage column: stratified 80/10/10 train/validation/test split, seed={seed}"
-    return Dataset("fer2013", str(path), FER2013_CLASSES, train, val, test, method, key)
+        settings = {"seed": seed, "fractions": [0.8, 0.1, 0.1]}
+    return Dataset("fer2013", str(path), FER2013_CLASSES, train, val, test, method, key,
+                   split_settings=settings if not canonical else {})
 
 
 def _parse_fer_csv(path: Path):
@@ -481,10 +510,7 @@ def load_class_folders(path, *, classes=None, cache_dir=None, seed: int = 0, fra
     if not class_dirs:
         raise DatasetError(f"{root}: no class folders; expected one sub-folder of images per class.")
     names = [d.name.lower() for d in class_dirs]
-    if classes is None:
-        classes = tuple([c for c in FER2013_CLASSES if c in names] + sorted(set(names) - set(FER2013_CLASSES)))
-    else:
-        classes = tuple(c.lower() for c in classes)
+    classes = _default_classes(names) if classes is None else tuple(c.lower() for c in classes)
     files, stats, labels = [], [], []
     for class_dir in class_dirs:
         label = _resolve_class(class_dir.name, root, classes)
@@ -495,12 +521,96 @@ def load_class_folders(path, *, classes=None, cache_dir=None, seed: int = 0, fra
     if not files:
         raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     key, X = _decode_cached(root, files, stats, f"class-folders-{','.join(classes)}", cache_dir)
-    y = np.asarray(labels, dtype=np.int64)
-    idx = stratified_split(y, fractions, seed=seed)
-    train, val, test = (Split(n, X[i], y[i]) for n, i in zip(("train", "validation", "test"), idx))
+    whole = Split("", X, np.asarray(labels, dtype=np.int64), tuple(files))
+    # Reproducible: the files are listed sorted and every class is shuffled by ``seed`` alone.
+    idx = stratified_split(whole.y, fractions, seed=seed)
+    train, val, test = (replace(whole.subset(i), name=n) for n, i in zip(("train", "validation", "test"), idx))
     percent = "/".join(str(round(100 * f / sum(fractions))) for f in fractions)
     method = f"stratified {percent} train/validation/test split, seed={seed}"
-    return Dataset(root.name, str(root), classes, train, val, test, method, key)
+    settings = {"seed": seed, "fractions": [float(f) for f in fractions]}
+    return Dataset(root.name, str(root), classes, train, val, test, method, key, split_settings=settings)
+
+
+def _default_classes(names) -> tuple:
+    """Class folder names in label order: the FER-2013 names present, in FER-2013 order, then the others sorted."""
+    names = {name.lower() for name in names}
+    return tuple([c for c in FER2013_CLASSES if c in names] + sorted(names - set(FER2013_CLASSES)))
+
+
+SPLIT_FOLDERS = {"train": ("train",), "validation": ("val", "validation"), "test": ("test",)}
+"""The folders of a dataset that ships its own split, by role (the first of the names that exists)."""
+
+
+def _split_folders(root: Path) -> dict:
+    """Role -> the split folder of ``root`` that exists (or None)."""
+    return {role: next((root / name for name in names if (root / name).is_dir()), None)
+            for role, names in SPLIT_FOLDERS.items()}
+
+
+def has_own_split(root) -> bool:
+    """Whether ``root`` is a dataset with its own split folders rather than FER-2013's Kaggle layout.
+
+    It is when it holds a ``val/`` (or ``validation/``) folder, or ``train/``
+    and ``test/`` folders whose class folders are not all FER-2013's.
+    """
+    folders = _split_folders(Path(root))
+    if folders["validation"] is not None:
+        return True
+    if folders["train"] is None or folders["test"] is None:
+        return False
+    names = {d.name.lower() for folder in (folders["train"], folders["test"]) for d in folder.iterdir() if d.is_dir()}
+    return bool(names - set(FER2013_CLASSES))
+
+
+def load_split_folders(path, *, classes=None, cache_dir=None, seed: int = 0) -> Dataset:
+    """Load a class-folder dataset that ships its own split: ``train/<class>/``, ``val/<class>/``, ``test/<class>/``.
+
+    The split is kept as the folders give it, under the folders' names
+    (``val/`` may be called ``validation/``).  Without a validation folder,
+    ``train/`` is split 90/10 (stratified, seeded) into train and validation.
+    Class names and their order follow :func:`load_class_folders`.
+    """
+    root = Path(path)
+    _check_folder(root)
+    folders = _split_folders(root)
+    missing = [role for role in ("train", "test") if folders[role] is None]
+    if missing:
+        raise DatasetError(
+            f"{root}: no {' or '.join(m + '/' for m in missing)} folder; a dataset with its own split holds "
+            "train/<class>/, val/<class>/ (optional) and test/<class>/."
+        )
+    folders = {role: folder for role, folder in folders.items() if folder is not None}
+    class_dirs = {role: sorted(d for d in folder.iterdir() if d.is_dir()) for role, folder in folders.items()}
+    for role, dirs in class_dirs.items():
+        if not dirs:
+            raise DatasetError(f"{folders[role]}: no class folders; expected one sub-folder of images per class.")
+    names = [d.name for dirs in class_dirs.values() for d in dirs]
+    classes = _default_classes(names) if classes is None else tuple(c.lower() for c in classes)
+    files, stats, labels, roles = [], [], [], []
+    for role, dirs in class_dirs.items():
+        for class_dir in dirs:
+            label = _resolve_class(class_dir.name, folders[role], classes)
+            images, image_stats = _list_images(class_dir)
+            files.extend(images)
+            stats.extend(image_stats)
+            labels.extend([label] * len(images))
+            roles.extend([role] * len(images))
+    if not files:
+        raise DatasetError(f"{root}: the class folders hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+    key, X = _decode_cached(root, files, stats, f"split-folders-{','.join(classes)}", cache_dir)
+    whole = Split("", X, np.asarray(labels, dtype=np.int64), tuple(files))
+    roles = np.asarray(roles)
+    if "validation" in folders:
+        train, val, test = (replace(whole.subset(roles == role), name=folders[role].name)
+                            for role in ("train", "validation", "test"))
+        method = f"the dataset's own split folders ({train.name}/, {val.name}/, {test.name}/)"
+        settings = {}
+    else:
+        train, val, test = _carve_validation(whole, roles == "train", seed)
+        method = (f"the dataset's own train/ and test/ folders; train/ split 90/10 into train/validation "
+                  f"(stratified, seed={seed})")
+        settings = {"seed": seed, "fractions": [0.9, 0.1], "fractions_of": "train/"}
+    return Dataset(root.name, str(root), classes, train, val, test, method, key, split_settings=settings)
 
 
 def _check_folder(root: Path) -> None:
@@ -516,10 +626,11 @@ def _check_folder(root: Path) -> None:
 
 
 def load_dataset(path=None, *, cache_dir=None, seed: int = 0) -> Dataset:
-    """Load whatever ``path`` holds: a FER-2013 CSV, the Kaggle layout, or class folders.
+    """Load whatever ``path`` holds: a FER-2013 CSV, the Kaggle layout, split folders or class folders.
 
     ``path`` defaults to :func:`default_data_path`.  A folder holding
-    ``fer2013.csv`` loads that CSV.
+    ``fer2013.csv`` loads that CSV; one holding its own split folders
+    (:func:`has_own_split`) keeps that split (:func:`load_split_folders`).
     """
     root = Path(path) if path is not None else default_data_path()
     if root.is_file():
@@ -529,6 +640,8 @@ def load_dataset(path=None, *, cache_dir=None, seed: int = 0) -> Dataset:
     _check_folder(root)
     if (root / "fer2013.csv").is_file():
         return load_fer2013_csv(root / "fer2013.csv", cache_dir=cache_dir, seed=seed)
+    if has_own_split(root):
+        return load_split_folders(root, cache_dir=cache_dir, seed=seed)
     if (root / "train").is_dir() or (root / "test").is_dir():
         return load_fer2013_folders(root, cache_dir=cache_dir, seed=seed)
     return load_class_folders(root, cache_dir=cache_dir, seed=seed)

@@ -299,6 +299,15 @@ def model_metadata(dataset, record: dict, scores: dict, started, **fields) -> di
     }
 
 
+def split_record(dataset) -> dict:
+    """The split a record states: the three splits' names, how they were made (with the seed and fractions of a
+    seeded split) and each split's faces per class, so the split can be checked and made again."""
+    return {"train": dataset.train.name, "validation": dataset.val.name, "test": dataset.test.name,
+            "method": dataset.split_method, **dataset.split_settings,
+            "per_class": {split.name: dict(zip(dataset.classes, split.class_counts(len(dataset.classes)).tolist()))
+                          for split in dataset.splits}}
+
+
 def cell_record(dataset, name: str, family: str, started, versions: dict, fields: dict) -> dict:
     """A finished cell's record: the fields every cell shares around the family's own ``fields``.
 
@@ -310,8 +319,7 @@ def cell_record(dataset, name: str, family: str, started, versions: dict, fields
         "family": family,
         "dataset": dataset.name,
         "dataset_key": dataset.content_key,
-        "split": {"train": dataset.train.name, "validation": dataset.val.name, "test": dataset.test.name,
-                  "method": dataset.split_method},
+        "split": split_record(dataset),
         **fields,
         "status": "ok",
         "error": None,

@@ -172,7 +172,7 @@ def subsample_dataset(dataset, preset: Preset, seed: int = 0):
     for attribute, size in sizes.items():
         split = getattr(dataset, attribute)
         index = stratified_subset(split.y, size, seed)
-        splits[attribute] = split if len(index) == len(split) else replace(split, X=split.X[index], y=split.y[index])
+        splits[attribute] = split if len(index) == len(split) else split.subset(index)
     if all(splits[a] is getattr(dataset, a) for a in sizes):
         return dataset
     key = hashlib.sha1(json.dumps([dataset.content_key, sizes, seed]).encode()).hexdigest()[:20]

@@ -241,3 +241,77 @@ def test_cache_files_from_before_content_keys_are_keyed_by_content(kaggle_dir, t
     assert load_fer2013_folders(kaggle_dir, cache_dir=cache).content_key == fresh.content_key
     with np.load(path) as archive:
         assert str(archive["content_key"]) == fresh.content_key
+
+
+# ----------------------------------------------------------------------------- recorded splits, own split folders
+
+
+def _class_tree(root, counts: dict, seed: int = 0):
+    """``root/<class>/img_<i>.png`` with ``counts[class]`` distinct gray faces each; returns root."""
+    rng = np.random.default_rng(seed)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            cv2.imwrite(str(root / name / f"img_{i:03d}.png"), rng.integers(0, 255, (48, 48), dtype=np.uint8))
+    return root
+
+
+def test_class_folder_split_is_reproducible_and_recorded(tmp_path):
+    from fer_bench.experiment.harness import split_record
+
+    root = _class_tree(tmp_path / "lab", {"anger": 20, "happiness": 30, "contempt": 10})
+    first, again = load_dataset(root, cache_dir=False), load_dataset(root, cache_dir=False, seed=0)
+    for a, b in zip(first.splits, again.splits):
+        assert a.files == b.files and np.array_equal(a.X, b.X)
+    other = load_dataset(root, cache_dir=False, seed=1)
+    assert other.test.files != first.test.files
+    assert first.split_settings == {"seed": 0, "fractions": [0.8, 0.1, 0.1]}
+    assert first.describe()["split_settings"] == first.split_settings
+    record = split_record(first)
+    assert record["seed"] == 0 and record["fractions"] == [0.8, 0.1, 0.1]
+    assert record["per_class"]["test"] == {"anger": 2, "contempt": 1, "happiness": 3}
+    assert record["per_class"]["train"] == {"anger": 16, "contempt": 8, "happiness": 24}
+    # each face's file is named beside it
+    assert cv2.imread(first.test.files[0], cv2.IMREAD_GRAYSCALE).tolist() == first.test.X[0].tolist()
+
+
+def test_own_split_folders_are_kept(tmp_path):
+    from fer_bench.data import has_own_split, load_split_folders
+
+    root = tmp_path / "raf"
+    _class_tree(root / "train", {"Anger": 8, "happiness": 6}, seed=1)
+    _class_tree(root / "val", {"anger": 2, "happiness": 2}, seed=2)
+    _class_tree(root / "test", {"anger": 3, "happiness": 4, "contempt": 1}, seed=3)
+    assert has_own_split(root)
+    dataset = load_dataset(root, cache_dir=False)
+    assert dataset.classes == ("anger", "contempt", "happiness")
+    assert [(s.name, len(s)) for s in dataset.splits] == [("train", 14), ("val", 4), ("test", 8)]
+    assert all(f.startswith(str(root / "val")) for f in dataset.val.files)
+    assert "own split folders" in dataset.split_method and dataset.split_settings == {}
+    assert load_split_folders(root, cache_dir=False).content_key == dataset.content_key
+
+
+def test_own_train_and_test_folders_without_val_carve_a_recorded_validation_split(tmp_path):
+    root = tmp_path / "ck"
+    _class_tree(root / "train", {"anger": 10, "sadness": 10})
+    _class_tree(root / "test", {"anger": 2, "sadness": 2}, seed=4)
+    dataset = load_dataset(root, cache_dir=False, seed=3)
+    assert [(s.name, len(s)) for s in dataset.splits] == [("train", 18), ("validation", 2), ("test", 4)]
+    assert dataset.split_settings == {"seed": 3, "fractions": [0.9, 0.1], "fractions_of": "train/"}
+    assert all("/test/" in f for f in dataset.test.files)
+
+
+def test_fer2013_class_names_in_train_and_test_stay_the_kaggle_layout(kaggle_dir):
+    from fer_bench.data import has_own_split
+
+    assert not has_own_split(kaggle_dir)
+    assert load_dataset(kaggle_dir, cache_dir=False).test.name == "PrivateTest"
+
+
+def test_split_folders_without_test_are_named(tmp_path):
+    from fer_bench.data import load_split_folders
+
+    _class_tree(tmp_path / "d" / "train", {"anger": 2})
+    _class_tree(tmp_path / "d" / "val", {"anger": 2})
+    with pytest.raises(DatasetError, match=r"no test/ folder; a dataset with its own split holds train/<class>/"):
+        load_split_folders(tmp_path / "d")
