@@ -424,6 +424,66 @@ def compare(run_dir, models, resamples):
         click.echo(summary_text(analysis, tuple(names) or None))
 
 
+@cli.command("evaluate")
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True)
+@click.option("--data", "data_paths", multiple=True, type=click.Path(path_type=Path), envvar=DATA_ENV,
+              default=("data/fer2013",), show_default=True, metavar="PATH",
+              help="A labelled dataset (FER-2013 CSV or folders, class folders, split folders); repeatable.")
+@click.option("--split", default="test", show_default=True,
+              help="The split scored, by its name (PrivateTest, val, ...) or role (train, val, test), or 'all'.")
+@click.option("--label-map", default=None, metavar="DATA=MODEL,...",
+              help="Read a data class as a model class, or leave it out with =ignore, e.g. contempt=ignore,"
+                   "calm=neutral (common synonyms such as anger, happiness, surprised map by themselves).")
+@click.option("--detect", type=click.Choice(list(DETECTORS)), default=None,
+              help="Find the faces in each image as predict does and score the largest [default: each image is "
+                   "a face crop].")
+@click.option("--min-face", type=click.IntRange(min=1), default=DEFAULT_MIN_FACE, show_default=True, metavar="N",
+              help="With --detect: smallest face found, in pixels.")
+@click.option("--max-side", type=click.IntRange(min=64), default=DEFAULT_MAX_SIDE, show_default=True, metavar="N",
+              help="With --detect: larger images are searched downscaled to this longest side.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default="runs/latest", show_default=True,
+              help="Folder whose evaluations/ receives the records; its report gains a cross-dataset section.")
+@cache_option
+@seed_option
+@resamples_option
+@click.option("--trust", is_flag=True, help="Allow pickle (joblib) model files, which run any code they hold.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per model x dataset on stdout (the table goes to stderr).")
+@click.option("--report/--no-report", "write_report", default=True, show_default=True,
+              help="Rebuild the report of --out afterwards.")
+def evaluate(models, data_paths, split, label_map, detect, min_face, max_side, out_dir, cache_dir, seed, resamples,
+             trust, as_json, write_report):
+    """Score saved models (files or shipped names) on labelled datasets, over the classes they share.
+
+    Class names are matched case-insensitively with common synonyms and
+    --label-map; data classes the model lacks are not scored, model classes
+    the data lacks are taken out of its answers (the unrestricted accuracy is
+    reported too).  Writes OUT/evaluations/MODEL@DATASET-SPLIT[+DETECTOR].json
+    and .npz, and rebuilds OUT's report with a cross-dataset section.
+    """
+    import json
+
+    from .evaluate import EvaluationError, evaluate_models, format_evaluations, parse_label_map, summary
+
+    with user_errors():
+        try:
+            records = evaluate_models(list(models), data_paths, out_dir, split=split,
+                                      label_map=parse_label_map(label_map), detect=detect, min_face=min_face,
+                                      max_side=max_side, cache_dir=cache_dir or default_cache_dir(), seed=seed,
+                                      n_resamples=resamples, trust=trust,
+                                      log=lambda message: click.echo(f"fer-bench: {message}", err=True))
+        except EvaluationError as error:
+            raise UserError(str(error)) from None
+    click.echo(format_evaluations(records), err=as_json)
+    for record in records if as_json else ():
+        click.echo(json.dumps(summary(record)))
+    if write_report:
+        from .report import write_report as render
+
+        with user_errors(), report_errors():
+            written = render(out_dir, n_resamples=resamples)
+        click.echo(f"report: {written['html']} (cross-dataset section)", err=True)
+
 
 @cli.command("ensemble")
 @click.argument("cells", metavar="CELL,CELL[,...]")

@@ -27,6 +27,10 @@ ALPHA = 0.05
 
 FAMILY_NAMES = {"classic": "classical", "deep": "deep", "fusion": "classical + deep fusion"}
 
+EVALUATIONS_DIR = "evaluations"
+"""Sub-folder of a run folder where ``fer-bench evaluate`` writes its records and predictions (the
+cross-dataset section of the report)."""
+
 
 class ReportError(ValueError):
     """A run folder cannot be reported on; the message says why."""
@@ -127,6 +131,7 @@ class RunAnalysis:
     comparison: dict | None  # best classical vs best deep
     problems: list  # warnings about the run (missing predictions, different test sets)
     n_resamples: int = 1000  # bootstrap resamples behind every interval
+    evaluations: list = field(default_factory=list)  # ModelResult of each `fer-bench evaluate` record
 
     def model(self, name: str) -> ModelResult:
         for result in self.models:
@@ -198,21 +203,55 @@ def _pick_best(models: list) -> tuple:
     return best, rule
 
 
+def load_evaluations(run_dir, *, n_resamples: int = 1000, seed: int = 0) -> tuple:
+    """The ``fer-bench evaluate`` records of ``run_dir/evaluations`` with metrics from their predictions.
+
+    Returns
+    -------
+    (list of ModelResult, list of str)
+        One result per readable record (model, then dataset, then split), and a
+        warning for each record or predictions file that could not be read.
+    """
+    folder = Path(run_dir) / EVALUATIONS_DIR
+    results, problems = [], []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or record.get("kind") != "evaluation":
+                raise ValueError("not an evaluation record")
+            result = _model_result(run_dir, record, n_resamples, seed)
+        except (OSError, ValueError, KeyError) as error:
+            problems.append(f"{EVALUATIONS_DIR}/{path.name}: unreadable ({error})")
+            continue
+        problems.extend(f"{record.get('name', path.stem)}: {w}" for w in result.warnings)
+        results.append(result)
+    results.sort(key=lambda r: (str(r.record.get("model")), str(r.record.get("dataset")), str(r.record.get("split"))))
+    return results, problems
+
+
+def _has_records(run_dir: Path) -> bool:
+    folder = run_dir / "records"
+    return folder.is_dir() and any(folder.glob("*.json"))
+
+
 def analyse_run(run_dir, records=None, *, n_resamples: int = 1000, seed: int = 0) -> RunAnalysis:
     """Load a run folder's records and predictions and compute every figure of the report.
 
     Parameters
     ----------
     run_dir : path
-        The run folder (``records/`` and ``predictions/`` inside).
+        The run folder (``records/`` and ``predictions/`` inside; ``evaluations/``
+        from ``fer-bench evaluate`` too, or alone).
     records : list of dict, optional
         Records already loaded (default: :func:`load_records`).
     n_resamples, seed : int
         Bootstrap settings of the confidence intervals.
     """
     run_dir = Path(run_dir)
-    records = load_records(run_dir) if records is None else records
-    models, failed, problems = [], [], []
+    evaluations, problems = load_evaluations(run_dir, n_resamples=n_resamples, seed=seed)
+    if records is None:  # a folder of evaluations alone has a report too
+        records = load_records(run_dir) if _has_records(run_dir) or not evaluations else []
+    models, failed = [], []
     for record in records:
         if record.get("status") != "ok":
             failed.append(record)
@@ -235,7 +274,7 @@ def analyse_run(run_dir, records=None, *, n_resamples: int = 1000, seed: int = 0
     keys = {m.record.get("dataset_key") for m in models}
     if len(keys) > 1:
         problems.append(f"the records come from {len(keys)} different datasets or subsets; compare with care")
-    return RunAnalysis(run_dir, records, models, failed, best, rule, comparison, problems, n_resamples)
+    return RunAnalysis(run_dir, records, models, failed, best, rule, comparison, problems, n_resamples, evaluations)
 
 # --------------------------------------------------------------------------- wording
 
@@ -359,7 +398,7 @@ def provenance(analysis: RunAnalysis) -> dict:
     """Machine, versions, commit, dataset and split of the run, from the first record that has them."""
     first = next((m.record for m in analysis.models), analysis.records[0] if analysis.records else {})
     versions = {}
-    for record in analysis.records:
+    for record in analysis.records + [e.record for e in analysis.evaluations]:
         versions.update(record.get("versions") or {})
     return {
         "dataset": first.get("dataset"),

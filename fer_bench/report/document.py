@@ -119,6 +119,87 @@ def ensemble_rows(analysis: RunAnalysis) -> list:
     return rows
 
 
+def _left_out_text(record: dict) -> str:
+    """The classes an evaluation left out: the data's (with their images) and the model's."""
+    dropped = record.get("classes_dropped") or {}
+    data_only = {**(dropped.get("not_in_model") or {}), **(dropped.get("ignored") or {})}
+    parts = []
+    if data_only:
+        parts.append("data: " + ", ".join(f"{name} ({n:,})" for name, n in data_only.items()))
+    if dropped.get("not_in_data"):
+        parts.append("model: " + ", ".join(dropped["not_in_data"]))
+    return "; ".join(parts) or "–"
+
+
+def evaluation_rows(analysis: RunAnalysis) -> list:
+    """The cross-dataset table: one row per model x dataset scored by ``fer-bench evaluate``; [] if none."""
+    if not analysis.evaluations:
+        return []
+    rows = [["model", "trained on", "dataset", "split", "faces", "accuracy [95% CI]", "unrestricted accuracy",
+             "macro F1 [95% CI]", "classes scored", "left out (data; model)", "no face"]]
+    for result in analysis.evaluations:
+        record, ci = result.record, result.metrics.get("ci") or {}
+        trained = record.get("model_trained_on") or {}
+        rows.append([
+            str(record.get("model")), str(trained.get("dataset") or "–"), str(record.get("dataset")),
+            str(record.get("split")), f"{record.get('n', 0):,}",
+            f"{pct(result.metrics.get('accuracy'))} {ci_text(ci.get('accuracy'))}",
+            pct(record.get("accuracy_unrestricted")),
+            f"{pct(result.metrics.get('f1_macro'))} {ci_text(ci.get('f1_macro'))}",
+            str(len(record.get("classes_scored") or [])), _left_out_text(record),
+            f"{record.get('n_no_face', 0):,} ({record['detector']})" if record.get("detector") else "–",
+        ])
+    return rows
+
+
+def evaluation_f1_rows(analysis: RunAnalysis) -> list:
+    """F1 of each class in each evaluation (classes in the order first met), header first; [] if none."""
+    if not analysis.evaluations:
+        return []
+    classes = list(dict.fromkeys(name for result in analysis.evaluations
+                                 for name in (result.metrics.get("per_class") or {})))
+    rows = [["model", "dataset", "split", *classes]]
+    for result in analysis.evaluations:
+        per_class = result.metrics.get("per_class") or {}
+        rows.append([str(result.record.get("model")), str(result.record.get("dataset")),
+                     str(result.record.get("split")),
+                     *(f"{per_class[name]['f1']:.3f}" if name in per_class else "–" for name in classes)])
+    return rows
+
+
+def evaluation_details(analysis: RunAnalysis, shown: int = 10) -> list:
+    """What each evaluation left out and where no face was found, one sentence each."""
+    lines = []
+    for result in analysis.evaluations:
+        record = result.record
+        heading = f"{record.get('model')} on {record.get('dataset')} ({record.get('split')})"
+        dropped = record.get("classes_dropped") or {}
+        if dropped.get("not_in_model"):
+            lines.append(f"{heading}: data classes the model lacks, not scored: "
+                         + ", ".join(f"{name} ({n:,} images)" for name, n in dropped["not_in_model"].items()) + ".")
+        if dropped.get("ignored"):
+            lines.append(f"{heading}: ignored by --label-map: "
+                         + ", ".join(f"{name} ({n:,} images)" for name, n in dropped["ignored"].items()) + ".")
+        if dropped.get("not_in_data"):
+            lines.append(f"{heading}: model classes the data lacks: {', '.join(dropped['not_in_data'])}; the "
+                         f"model's answers were restricted to the {len(record.get('classes_scored') or [])} "
+                         "shared classes.")
+        if record.get("n_no_face"):
+            files = record.get("no_face") or []
+            more = f" and {len(files) - shown:,} more (in the record)" if len(files) > shown else ""
+            lines.append(f"{heading}: no face found by {record.get('detector')} in {record['n_no_face']:,} images, "
+                         f"not scored: {', '.join(files[:shown])}{more}.")
+        lines.extend(f"{heading}: {note}." for note in record.get("notes") or [])
+    return lines
+
+
+EVALUATION_TEXT = (
+    "Saved models scored with fer-bench evaluate. Scoring covers the classes the model and the data share, "
+    "with the model's answer restricted to them; the unrestricted accuracy takes the model's own answer over all "
+    "its classes. Intervals: 95% bootstrap ({:,} resamples)."
+)
+
+
 def failed_rows(analysis: RunAnalysis) -> list:
     if not analysis.failed:
         return []
@@ -198,11 +279,15 @@ def build_document(analysis: RunAnalysis, plots: dict) -> Document:
     info = provenance(analysis)
     document = Document(f"fer-bench report: {info['dataset'] or analysis.run_dir.name}")
     add = document.blocks.extend
-    add([Heading(document.title, 1),
-         Paragraph(f"{_split_text(info)}; preset {', '.join(info['preset']) or 'unknown'}.")])
-    if info["notes"]:
-        add([Bullets(list(info["notes"]))])
-    add([Heading("Verdict"), Box(verdict(analysis))])
+    if analysis.records:
+        add([Heading(document.title, 1),
+             Paragraph(f"{_split_text(info)}; preset {', '.join(info['preset']) or 'unknown'}.")])
+        if info["notes"]:
+            add([Bullets(list(info["notes"]))])
+        add([Heading("Verdict"), Box(verdict(analysis))])
+    else:  # a folder of fer-bench evaluate records alone
+        add([Heading(document.title, 1), Paragraph("No cell was trained in this folder; it holds evaluations of "
+                                                   "saved models.")])
     if analysis.models:
         add([Heading("Leaderboard"),
              Paragraph(f"Test accuracy and macro F1 with 95% bootstrap intervals ({analysis.n_resamples:,} "
@@ -212,6 +297,11 @@ def build_document(analysis: RunAnalysis, plots: dict) -> Document:
     if analysis.comparison and analysis.comparison["mcnemar"]:
         c = analysis.comparison
         add([Heading(f"McNemar: {c['a']} vs {c['b']}"), Table(comparison_rows(c))])
+    if analysis.evaluations:
+        details = evaluation_details(analysis)
+        add([Heading("Cross-dataset evaluation"), Paragraph(EVALUATION_TEXT.format(analysis.n_resamples)),
+             Table(evaluation_rows(analysis))] + ([Bullets(details)] if details else [])
+            + [Paragraph("F1 per class:"), Table(evaluation_f1_rows(analysis))])
     ensembles = ensemble_rows(analysis)
     if ensembles:
         add([Heading("Ensembles and fusion"),
@@ -240,7 +330,8 @@ def build_document(analysis: RunAnalysis, plots: dict) -> Document:
         f"machine: {_machine_text(info['machine'])}",
         f"git commit: {', '.join(info['git_commit']) or 'unknown'}",
         f"versions: {versions}",
-        f"generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(analysis.records)} records",
+        f"generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(analysis.records)} records"
+        + (f" and {len(analysis.evaluations)} evaluations" if analysis.evaluations else ""),
     ])])
     return document
 

@@ -2,8 +2,8 @@
 
 Outputs, all in the run folder:
 
-- ``records.json``: every record, with the report's derived figures, the
-  machine, the versions and the git commit;
+- ``records.json``: every record (and every ``fer-bench evaluate`` record),
+  with the report's derived figures, the machine, the versions and the git commit;
 - ``records.csv``: one row per cell with the fixed columns of :data:`CSV_COLUMNS`;
 - ``report.md`` with its plots in ``plots/``;
 - ``report.html``: the same document with the plots embedded as base64 PNG and
@@ -97,6 +97,7 @@ def write_records(analysis: RunAnalysis) -> tuple:
         "comparison": analysis.comparison,
         "verdict": verdict(analysis),
         "records": [{**r, "derived": derived.get(r.get("cell"))} for r in analysis.records],
+        "evaluations": [{**e.record, "derived": _derived(e)} for e in analysis.evaluations],
     }
     json_path = run_dir / "records.json"
     write_json_atomic(json_path, payload)
