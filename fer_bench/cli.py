@@ -41,8 +41,17 @@ class UserError(click.ClickException):
         click.echo(f"fer-bench: error: {self.format_message()}", err=True)
 
 
+_stopped_by: list = []  # the signal that stopped the command, if one did
+
+
 def _interrupt(signal_number, frame):
+    _stopped_by.append(signal_number)
     raise KeyboardInterrupt
+
+
+def interrupted_status() -> int:
+    """Exit status of a command stopped by Ctrl-C (130) or SIGTERM (143): 128 plus the signal's number."""
+    return 128 + (_stopped_by[-1] if _stopped_by else signal.SIGINT)
 
 
 @contextlib.contextmanager
@@ -51,11 +60,15 @@ def user_errors():
 
     SIGTERM (``kill PID``, a job scheduler stopping the run) is handled like
     Ctrl-C: the interrupt unwinds through joblib, which then stops its worker
-    processes.  Left to SIGTERM's default, the main process would die at once and
-    its workers would go on fitting, orphaned, until they finished.
+    processes, and the command exits 143 (Ctrl-C: 130), 128 plus the signal's
+    number, as a shell reports a process the signal ended.  Left to SIGTERM's
+    default, the main process would die at once and its workers would go on
+    fitting, orphaned, until they finished.  (After SIGKILL, which cannot be
+    handled, the workers end themselves: :mod:`fer_bench.workers`.)
     """
     previous = None
     if threading.current_thread() is threading.main_thread():
+        _stopped_by.clear()
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
@@ -63,7 +76,7 @@ def user_errors():
         raise UserError(str(error)) from None
     except KeyboardInterrupt:
         click.echo("fer-bench: interrupted; finished cells are saved, rerun the same command to resume", err=True)
-        sys.exit(130)
+        sys.exit(interrupted_status())
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -174,10 +187,71 @@ def cli():
     fer-bench run --features hog --classifier svm
                                               train, select on PublicTest, score on PrivateTest
     """
+    from . import workers
+
+    workers.install()  # worker processes end with this one, also after SIGKILL
+    _show_cache_warnings_as_lines()
+
+
+def _show_cache_warnings_as_lines():
+    """Print each cache warning (a rebuilt entry, an unwritable folder) as one line on stderr, not Python's two."""
+    import warnings
+
+    from ._core import CacheWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "fer_bench", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CacheWarning):
+            click.echo(f"fer-bench: warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.fer_bench = True
+    warnings.showwarning = show
 
 
 def main():
     cli(prog_name="fer-bench")
+
+
+# --------------------------------------------------------------------------- cache
+
+
+@cli.group("cache")
+def cache_group():
+    """Show and prune the cache of decoded datasets and extracted features."""
+
+
+@cache_group.command("info")
+@cache_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def cache_info_command(cache_dir, as_json):
+    """What the cache folder holds: files and size per kind, and when they were last used."""
+    import json
+
+    from .cache import cache_info, format_info
+
+    info = cache_info(cache_dir or default_cache_dir())
+    click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
+
+
+@cache_group.command("clear")
+@cache_option
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Remove only the files no run has used for DAYS days [default: remove all].")
+def cache_clear_command(cache_dir, older_than):
+    """Remove cached datasets and features (only the cache's own files; anything else is left alone)."""
+    from .cache import clear_cache, format_bytes
+
+    result = clear_cache(cache_dir or default_cache_dir(), older_than_days=older_than)
+    click.echo(f"removed {result['removed']} file(s), {format_bytes(result['removed_bytes'])}, from "
+               f"{result['folder']}; kept {result['kept']}")
+    if result["failed"]:
+        raise UserError(f"{result['failed']} file(s) in {result['folder']} could not be removed; "
+                        "check their permissions and run the command again")
 
 
 # --------------------------------------------------------------------------- data
@@ -822,7 +896,7 @@ def predict(paths, model_name, trust, webcam, detector, min_face, max_side, ever
         summary += f", {counts['frames']} video frame(s) processed"
     click.echo(f"fer-bench: {summary}", err=True)
     if counts["interrupted"]:
-        sys.exit(130)
+        sys.exit(interrupted_status())
     if counts["failed"]:
         click.echo(f"fer-bench: {counts['failed']} input(s) failed", err=True)
         sys.exit(1)

@@ -15,6 +15,9 @@ in ``Dataset.split_settings``); a dataset that ships ``train/``, ``val/`` and
 
 Decoded arrays are cached on disk, keyed by the files' names, sizes and
 modification times (or the CSV's bytes), so a second load skips decoding.
+A cache file holds plain arrays with their shapes, dtypes and SHA-256, all
+checked on load (and a few image files decoded again against it); one that
+does not match is rebuilt with a warning.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._core import FER2013_CLASSES, IMAGE_EXTENSIONS, replacing
+from ._core import FER2013_CLASSES, IMAGE_EXTENSIONS, load_cached_arrays, save_cached_arrays, warn_once
 
 FACE_SIZE = 48
 FER2013_USAGES = ("Training", "PublicTest", "PrivateTest")
 CSV_HEADER = ["emotion", "pixels", "Usage"]
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: each file records its arrays' shapes, dtypes and SHA-256 (1 did not)
 DATA_ENV = "FER_BENCH_DATA"
 CACHE_ENV = "FER_BENCH_CACHE"
 
@@ -211,23 +214,35 @@ def _cache_path(cache_dir, key: str) -> Path | None:
 
 
 def _cache_load(path: Path | None):
-    if path is None or not path.is_file():
+    """The arrays cached at ``path``, verified, or None.
+
+    Nothing is unpickled; the file must hold the record it was saved with (its
+    own name) and every array must have its recorded shape, dtype and SHA-256,
+    faces ``X`` must be ``(n, 48, 48)`` uint8 and any labels ``y`` and
+    ``usage`` one per face.  A file that does not match is rebuilt, with one
+    :class:`~fer_bench._core.CacheWarning`, never trusted.
+    """
+    if path is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, KeyError):
-        return None  # a damaged cache file is rebuilt, never trusted
+    arrays = load_cached_arrays(path, {"dataset_arrays": path.name})
+    if arrays is None:
+        return None
+    X = arrays.get("X")
+    problem = None
+    if X is None or X.dtype != np.uint8 or X.ndim != 3 or X.shape[1:] != (FACE_SIZE, FACE_SIZE):
+        problem = "no faces X of shape (n, 48, 48) uint8"
+    elif any(name in arrays and arrays[name].shape != (len(X),) for name in ("y", "usage")):
+        problem = f"labels and faces differ in number ({len(X)} faces)"
+    if problem:
+        warn_once(("entry", str(path)), f"cache file {path}: {problem}; not used, rebuilt")
+        return None
+    return arrays
 
 
 def _cache_save(path: Path | None, **arrays) -> None:
-    if path is None:
-        return
-    try:
-        with replacing(path, suffix=".tmp.npz") as tmp:  # a concurrent reader never sees half a file
-            np.savez(tmp, **arrays)
-    except OSError:
-        pass  # a read-only cache location costs speed, not correctness
+    """Save ``arrays`` with their record (see :func:`_cache_load`); a folder that cannot be written costs speed."""
+    if path is not None:
+        save_cached_arrays(path, arrays, {"dataset_arrays": path.name})
 
 
 def _relative_names(root: Path, files: list) -> list:
@@ -257,17 +272,39 @@ def _content_key(root: Path, files: list, X: np.ndarray, extra: str) -> str:
     return digest.hexdigest()[:20]
 
 
+SPOT_CHECKED_FILES = 8
+"""Files decoded again on every cached load and compared with their cached faces."""
+
+
+def _matches_files(files: list, X: np.ndarray) -> bool:
+    """Whether a random few of ``files`` decode to their rows of ``X`` (cached faces stand for the real ones)."""
+    rows = np.random.default_rng().choice(len(files), size=min(SPOT_CHECKED_FILES, len(files)), replace=False)
+    return all(np.array_equal(read_face(Path(files[row])), X[row]) for row in rows)
+
+
 def _decode_cached(root: Path, files: list, stats: list, extra: str, cache_dir):
-    """The content key of ``files`` and their decoded faces, from the cache when it holds them."""
+    """The content key of ``files`` and their decoded faces, from the cache when it holds them.
+
+    Cached faces are used only when there is one per file and a few files,
+    chosen at random, decode to their cached rows; the content key is always
+    computed from the faces returned, so a record's ``dataset_key`` names the
+    data it was measured on.
+    """
     path = _cache_path(cache_dir, _files_key(root, files, stats, extra))
     cached = _cache_load(path)
-    if cached is not None and "content_key" in cached:
-        return str(cached["content_key"]), cached["X"]
-    # Not cached, or cached before content keys were stored: (decode and) key it, then save both.
-    X = cached["X"] if cached is not None else _decode_all(files)
-    key = _content_key(root, files, X, extra)
-    _cache_save(path, X=X, content_key=np.array(key))
-    return key, X
+    X = None if cached is None else cached["X"]
+    if X is not None and len(X) != len(files):
+        warn_once(("entry", str(path)), f"cache file {path}: holds {len(X)} faces for {len(files)} files; "
+                                        "not used, rebuilt")
+        X = None
+    if X is not None and not _matches_files(files, X):
+        warn_once(("entry", str(path)), f"cache file {path}: its faces differ from the image files; "
+                                        "not used, rebuilt")
+        X = None
+    if X is None:
+        X = _decode_all(files)
+        _cache_save(path, X=X)
+    return _content_key(root, files, X, extra), X
 
 
 # --------------------------------------------------------------------------- splitting

@@ -9,8 +9,8 @@ vocabulary in ``fit``.
 
 Combine them with :func:`make_features`, e.g. ``make_features("hog+lbp")``,
 which returns a :class:`sklearn.pipeline.FeatureUnion`.  :func:`transform_faces`
-runs a fitted extractor through an optional on-disk cache (``joblib.Memory``),
-one entry per single feature, its parameters and the faces' bytes.
+runs a fitted extractor through an optional on-disk cache of plain arrays,
+one verified entry per single feature, its parameters and the faces' bytes.
 
 Over 500 lines because the three stateless features, their registry and the
 cached extraction share one parallel transform and one cache key, which
@@ -19,6 +19,7 @@ saved models and feature caches name by this module's path.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -26,6 +27,8 @@ import os
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import FeatureUnion
+
+from fer_bench._core import array_digest, load_cached_arrays, save_cached_arrays, warn_once
 
 from ._validation import check_faces as _check_faces
 
@@ -513,9 +516,38 @@ def resolved_feature_params(name: str, params: dict) -> str:
     return json.dumps(full, sort_keys=True, default=list)
 
 
-def _extract_part(name: str, params_json: str, X: np.ndarray, code_version: int, part=None) -> np.ndarray:
-    """``part.transform(X)``; cached by :func:`transform_faces` on every argument but ``part``."""
-    return part.transform(X)
+def feature_cache_entry(memory, name: str, key: str, X) -> tuple:
+    """Where the cached vectors of feature ``name`` (resolved key ``key``) of faces ``X`` live, and their record.
+
+    The record (feature, key, :data:`FEATURE_CODE_VERSION` and the faces'
+    SHA-256 of shape, dtype and bytes) is stored in the entry and must match
+    on load; the file name is its hash.
+    """
+    record = {"feature": name, "key": json.loads(key), "code_version": FEATURE_CODE_VERSION,
+              "faces": array_digest(np.asarray(X))}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
+    return os.path.join(os.fspath(memory), name, f"{digest}.npz"), record
+
+
+def _cache_location(memory):
+    """The cache folder ``memory`` names (a path, or a ``joblib.Memory`` by its location); None caches nothing."""
+    location = getattr(memory, "location", memory)  # joblib.Memory, as Pipeline(memory=...) takes it
+    return None if location is None else os.fspath(location)
+
+
+def _cached_features(memory, name: str, key: str, part, X) -> np.ndarray:
+    """``part.transform(X)``, read from or written to the cache under ``memory``."""
+    path, record = feature_cache_entry(memory, name, key, X)
+    cached = load_cached_arrays(path, record)
+    if cached is not None:
+        features = cached["features"]
+        if features.ndim == 2 and len(features) == len(X) and features.dtype == np.float32:
+            return features
+        warn_once(("entry", path), f"cache file {path}: holds {features.shape} {features.dtype} "
+                                   f"features for {len(X)} faces; not used, rebuilt")
+    features = part.transform(X)
+    save_cached_arrays(path, {"features": features}, record)
+    return features
 
 
 def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
@@ -529,12 +561,19 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
     X : array (n, h, w)
         Faces.
     memory : None, str, path or joblib.Memory
-        Cache location, as ``Pipeline(memory=...)`` takes it; None caches nothing.
-        The key is the feature's name, its resolved parameters
+        Cache folder (a ``joblib.Memory`` stands for its location); None caches nothing.
+        One entry per single feature: a ``.npz`` of plain arrays (read with
+        ``allow_pickle=False``, so an entry can never run code) holding its
+        record and its array's shape, dtype and SHA-256, all checked on load;
+        an entry that does not match is rebuilt with a
+        :class:`~fer_bench._core.CacheWarning`, never used.  The record is the
+        feature's name, its resolved parameters
         (:func:`resolved_feature_params`; for a feature fitted on faces, also
         its ``fitted_state_digest()``: the training faces' and the vocabulary's
-        digests), :data:`FEATURE_CODE_VERSION` and the faces' bytes, so a combined spec (``hog+lbp``) reuses the cached single
-        features and a second run of a cell extracts nothing.
+        digests), :data:`FEATURE_CODE_VERSION` and the faces' bytes, so a
+        combined spec (``hog+lbp``) reuses the cached single features and a
+        second run of a cell extracts nothing.  A folder that cannot be
+        written is read, and costs speed only.
     n_jobs : int or None
         Processes for the extraction; None keeps each transformer's own setting.
 
@@ -545,18 +584,16 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
     """
     import copy
 
-    from sklearn.utils.validation import check_memory
-
     parts = [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
     if n_jobs is not None:
         # A shallow copy keeps the fitted attributes; the extractor itself is left as it was.
         parts = [copy.copy(part).set_params(n_jobs=n_jobs) for part in parts]
     names = {cls: name for name, cls in FEATURES.items()}
-    if memory is None or any(type(part) not in names for part in parts):
+    location = _cache_location(memory)
+    if location is None or any(type(part) not in names for part in parts):
         blocks = [part.transform(X) for part in parts]
     else:
-        extract = check_memory(str(memory) if isinstance(memory, os.PathLike) else memory).cache(
-            _extract_part, ignore=["part"])
+        X = np.asarray(X)
         blocks = []
         for part in parts:
             name = names[type(part)]
@@ -566,5 +603,5 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
                 # A feature that learns in fit (sift_bovw's vocabulary): its vectors also depend on the
                 # faces it was fitted on and on what it learned from them.
                 key = json.dumps({"params": json.loads(key), "fitted": part.fitted_state_digest()}, sort_keys=True)
-            blocks.append(extract(name, key, np.asarray(X), FEATURE_CODE_VERSION, part=part))
+            blocks.append(_cached_features(location, name, key, part, X))
     return blocks[0] if len(blocks) == 1 else np.hstack(blocks)

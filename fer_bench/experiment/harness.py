@@ -33,7 +33,7 @@ from fer_classic.classifiers import check_classifier_name
 from fer_classic.features import parse_feature_spec, transform_faces
 from fer_classic.model import MODEL_SUFFIX, ClassicModel, library_versions
 
-from .._core import replacing, write_json_atomic
+from .._core import replacing, writable_cache_folder, write_json_atomic
 from ..metrics import classification_metrics
 
 RECORD_SCHEMA_VERSION = 1
@@ -216,7 +216,9 @@ def run_classic_cell(
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        if cache is None:  # one cell still extracts each split's features once
+        # One cell still extracts each split's features once: without a cache folder, or with one that cannot
+        # be written (one warning), a temporary folder serves it and its selection workers.
+        if cache is None or not writable_cache_folder(getattr(cache, "location", cache)):
             cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="fer-bench-features-"))
         base = ClassicModel(features, classifier, feature_params=feature_params, classifier_params=fixed,
                             classes=classes, random_state=seed, n_jobs=-1, memory=cache)

@@ -232,15 +232,18 @@ def test_content_key_survives_a_fresh_copy_and_follows_the_pixels(kaggle_dir, tm
     assert load_fer2013_folders(moved, cache_dir=False).content_key != original.content_key
 
 
-def test_cache_files_from_before_content_keys_are_keyed_by_content(kaggle_dir, tmp_path):
+def test_cache_files_without_a_record_of_their_arrays_are_rebuilt(kaggle_dir, tmp_path):
+    from fer_bench._core import CacheWarning
+
     cache = tmp_path / "cache"
     fresh = load_fer2013_folders(kaggle_dir, cache_dir=cache)
     (path,) = cache.glob("arrays-*.npz")
     with np.load(path) as archive:
-        np.savez(path, X=archive["X"])  # as the cache was written before
-    assert load_fer2013_folders(kaggle_dir, cache_dir=cache).content_key == fresh.content_key
+        np.savez(path, X=archive["X"], content_key=np.array(fresh.content_key))  # as the cache was written before
+    with pytest.warns(CacheWarning, match="no record of its arrays"):
+        assert load_fer2013_folders(kaggle_dir, cache_dir=cache).content_key == fresh.content_key
     with np.load(path) as archive:
-        assert str(archive["content_key"]) == fresh.content_key
+        assert "_meta" in archive.files  # rebuilt with its record
 
 
 # ----------------------------------------------------------------------------- recorded splits, own split folders

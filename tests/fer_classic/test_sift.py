@@ -149,11 +149,11 @@ def test_the_feature_cache_keys_on_the_training_faces_and_the_vocabulary(tmp_pat
     other = SiftBovwFeatures(**SMALL).fit(255 - X)
     np.testing.assert_array_equal(transform_faces(other, X, memory=memory), other.transform(X))
     assert not np.array_equal(other.transform(X), cached)
-    entries = list(memory.rglob("output.pkl"))
+    entries = list(memory.rglob("*.npz"))
     assert len(entries) == 2
     # fitted again on the same faces: the cache answers
     np.testing.assert_array_equal(transform_faces(SiftBovwFeatures(**SMALL).fit(X), X, memory=memory), cached)
-    assert len(list(memory.rglob("output.pkl"))) == 2
+    assert len(list(memory.rglob("*.npz"))) == 2
     state = json.loads(first.fitted_state_digest())
     assert set(state) == {"training_faces", "vocabulary"}
 
