@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -28,10 +29,11 @@ from fer_deep import (ARCHITECTURE_ALIASES, ARCHITECTURE_NAMES, DeepDependencyEr
 
 from .data import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
 from .faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTORS
+from .experiment.distributed import DaskSetupError, RemoteCellError, dask_executor, parse_dask_option
 from .experiment.sweep import FEATURE_SETS, PRESETS, deep_architectures, preset_networks
 
 USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter,
-               DeepModelFileError, DeepDependencyError)
+               DeepModelFileError, DeepDependencyError, DaskSetupError, RemoteCellError)
 
 
 class UserError(click.ClickException):
@@ -153,6 +155,34 @@ cache_option = click.option(
     help=f"Where decoded arrays and features are cached [default: ~/.cache/fer-bench; env {CACHE_ENV}].",
 )
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits and models.")
+
+
+def validate_dask(ctx, param, value):
+    try:
+        return value if value is None else (parse_dask_option(value) and value)
+    except DaskSetupError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def dask_options(command):
+    """--dask and --scatter: run the cells as Dask tasks (fer_bench.experiment.distributed)."""
+
+    @functools.wraps(command)
+    def checked(*args, **kwargs):
+        if kwargs["scatter"] and kwargs["dask_address"] is None:
+            raise click.UsageError("--scatter sends the data to Dask workers: give --dask too")
+        return command(*args, **kwargs)
+
+    scatter = click.option(
+        "--scatter", is_flag=True,
+        help="With --dask: send the decoded faces from here to every worker instead of each worker reading "
+             "--data (for workers without the data on a shared file system).")
+    dask = click.option(
+        "--dask", "dask_address", default=None, callback=validate_dask, metavar="ADDRESS|local[:N]",
+        help="Run the cells as tasks of a Dask cluster: a scheduler's address (tcp://host:8786) or local:N for "
+             "N worker processes here.  Workers need the same fer-bench and libraries, and --data at the same "
+             "path (or --scatter).  Needs pip install 'fer-bench[dask]'.")
+    return dask(scatter(checked))
 
 
 class FerBenchGroup(click.Group):
@@ -355,8 +385,9 @@ def list_registries():
 @click.option("--force", is_flag=True, help="Retrain cells that already have a finished record.")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
               help="Write records.json/.csv, report.md and report.html into --out after the sweep.")
+@dask_options
 def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_dir, seed, params, feature_params,
-        select, flip, epochs, batch_size, force, write_report):
+        select, flip, epochs, batch_size, force, write_report, dask_address, scatter):
     """Train, select on the validation split and score on the test split; write records, models and a report.
 
     Every (features, classifier) pair is one cell, every CNN another.  A
@@ -387,6 +418,7 @@ def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_d
             force=force,
             log=lambda message: click.echo(message, err=True),
             ensembles=run_all,
+            execute=dask_executor(dask_address, scatter=scatter),
         )
     click.echo(format_records_table(records))
     status = 0
@@ -656,8 +688,9 @@ def train_group():
                    "class_weight=balanced, patience=5, augment=False.")
 @click.option("--arch-param", "arch_params", multiple=True, metavar="KEY=VALUE",
               help="Architecture parameter (repeatable), e.g. filters=(32,64,128,256) for vgg.")
+@dask_options
 def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, seed, train_subset, tta, params,
-              arch_params):
+              arch_params, dask_address, scatter):
     """Train a CNN on the training split, select its best epoch on the validation split, score it on the test split.
 
     Writes the record, the model (models/cnn-ARCH.zip), the test predictions and
@@ -682,6 +715,11 @@ def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, s
         except ValueError as error:
             raise UserError(str(error)) from None
         dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir(), seed=seed)
+        if dask_address:  # the same call as a Dask task; its files come back here
+            from .experiment.distributed import run_deep_cell_on_dask
+
+            run_deep_cell = functools.partial(run_deep_cell_on_dask, dask_address, data_path=data_path,
+                                              cache_dir=cache_dir or default_cache_dir(), scatter=scatter)
         # Keras prints its progress bar on stdout; stdout is for the result.
         with contextlib.redirect_stdout(sys.stderr):
             record = run_deep_cell(

@@ -14,6 +14,11 @@ After a cell returns, the sweep adds what the cell itself does not know: the
 settings it was run with (``config``), the preset and subset, the peak memory
 while it ran, the git commit, and it stores the paths of its files relative to
 the output folder, so a moved run folder still renders its report.
+
+Each cell carries its work as a :class:`CellTask` (a function and plain
+arguments), so ``run_sweep(execute=...)`` can hand the planned cells to another
+runner: :mod:`fer_bench.experiment.distributed` runs them as tasks of a Dask
+cluster and writes the same run folder.
 """
 
 from __future__ import annotations
@@ -276,6 +281,26 @@ def finished_record(path: Path, config: dict) -> dict | None:
     return record
 
 
+@dataclass(frozen=True)
+class CellTask:
+    """How to run one cell, apart from its data, folder, cache and log: plain data and a function, so it pickles.
+
+    ``task(dataset, out_dir, cache, log)`` calls
+    ``function(dataset, *args, out_dir, **kwargs, [cache=cache,] log=log)``; the sweep runs it here, and
+    :mod:`fer_bench.experiment.distributed` sends it to a Dask worker.  The function is the one named when
+    the cell was planned.
+    """
+
+    function: Callable
+    args: tuple
+    kwargs: dict
+    uses_cache: bool = False
+
+    def __call__(self, dataset, out_dir, cache, log):
+        extra = {"cache": cache} if self.uses_cache else {}
+        return self.function(dataset, *self.args, out_dir, **self.kwargs, **extra, log=log)
+
+
 @dataclass
 class Cell:
     """One unit of a sweep: a name, its settings, and how to run it."""
@@ -286,6 +311,7 @@ class Cell:
     run: Callable  # run(log) -> record
     describe: dict  # fields of an error record
     estimate: float = 0.0  # seconds, see fer_bench.experiment.plan
+    task: CellTask | None = None  # what a Dask worker runs; None: the cell reads the run folder, so runs here
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -307,14 +333,16 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
             config["resolved"] = resolved_classic_settings(spec, classifier, relevant)
             config = json.loads(json.dumps(config, default=str))  # as it reads back from the record
 
-            def run(cell_log, spec=spec, classifier=classifier, relevant=relevant):
-                return run_classic_cell(dataset, spec, classifier, out_dir, feature_params=relevant,
-                                        classifier_params=classifier_params, select=select, flip=flip, seed=seed,
-                                        cache=cache, log=cell_log)
+            task = CellTask(run_classic_cell, (spec, classifier),
+                            {"feature_params": relevant, "classifier_params": classifier_params, "select": select,
+                             "flip": flip, "seed": seed}, uses_cache=True)
+
+            def run(cell_log, task=task):
+                return task(dataset, out_dir, cache, cell_log)
 
             cells.append(Cell(name, "classic", config, run,
                               {"dataset": dataset.name, "features": spec, "classifier": classifier},
-                              classic_cell_seconds(spec, classifier, len(dataset.train), flip)))
+                              classic_cell_seconds(spec, classifier, len(dataset.train), flip), task))
     for arch in cnns:
         arch = run_folder_arch(arch, out_dir)  # cnn-seed in a folder written before the tutorial net's rename
         arch_epochs = cnn_epochs(arch, preset, epochs)
@@ -322,12 +350,14 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
         config = deep_cell_config(dataset, arch, epochs=arch_epochs, batch_size=arch_batch, seed=seed,
                                   train_params=train_params)
 
-        def run(cell_log, arch=arch, arch_epochs=arch_epochs, arch_batch=arch_batch):
-            return run_deep_cell(dataset, arch, out_dir, epochs=arch_epochs, batch_size=arch_batch, seed=seed,
-                                 resume=True, train_subset=None, log=cell_log, **train_params)
+        task = CellTask(run_deep_cell, (arch,), {"epochs": arch_epochs, "batch_size": arch_batch, "seed": seed,
+                                                 "resume": True, "train_subset": None, **train_params})
+
+        def run(cell_log, task=task):
+            return task(dataset, out_dir, None, cell_log)
 
         cells.append(Cell(f"cnn-{arch}", "deep", config, run, {"dataset": dataset.name, "arch": arch},
-                          cnn_cell_seconds(arch, arch_epochs, len(dataset.train), len(dataset.val))))
+                          cnn_cell_seconds(arch, arch_epochs, len(dataset.train), len(dataset.val)), task))
     if ensembles:
         cells.extend(ensemble_cells(dataset, cells, out_dir))
     return cells
@@ -389,6 +419,7 @@ def run_sweep(
     log=print,
     dataset=None,
     ensembles=False,
+    execute=None,
 ) -> list:
     """Run every (features, classifier) cell and every CNN on one dataset and split; return the records in order.
 
@@ -426,6 +457,11 @@ def run_sweep(
         An already loaded dataset.
     ensembles : bool
         Add the ensemble of the CNN cells and the classical + deep fusion (``run --all``).
+    execute : callable, optional
+        Runs the planned cells in place of this process's loop and returns their records:
+        ``execute(cells, dataset=, data_path=, cache_dir=, preset=, seed=, out_dir=, force=, commit=, log=)``.
+        :class:`fer_bench.experiment.distributed.DaskExecutor` runs them on a Dask cluster into the same
+        run folder.  None: every cell runs here, one after the other.
 
     Returns
     -------
@@ -466,9 +502,12 @@ def run_sweep(
         f"{clock(sum(cell.estimate for cell in todo) + extraction)} on 2 cores with nothing else running")
     for cell in todo:
         log(f"  {cell.name:<34} about {clock(cell.estimate)}")
+    commit = git_commit()
+    if execute is not None:
+        return execute(cells, dataset=dataset, data_path=data_path, cache_dir=cache_dir, preset=preset, seed=seed,
+                       out_dir=out_dir, force=force, commit=commit, log=log)
     time_left = TimeLeft([cell.estimate for cell in cells])
     progress = Progress(len(cells), log, time_left=time_left)
-    commit = git_commit()
     records = []
     for number, cell in enumerate(cells, start=1):
         path = out_dir / "records" / f"{cell.name}.json"
@@ -481,25 +520,44 @@ def run_sweep(
         cell_started = time.perf_counter()
         cell_log = progress.cell_log(number, cell.name)
         cell_log("started")
-        memory = PeakMemory()
-        try:
-            # Libraries that print (Keras' epoch progress) go to stderr with the
-            # rest of the progress display; stdout stays for results.
-            with memory, contextlib.redirect_stdout(sys.stderr):
-                record = cell.run(cell_log)
-            outcome = (f"{dataset.test.name} accuracy {record['accuracy']:.4f}, macro F1 {record['f1_macro']:.4f}, "
-                       f"{record.get('wall_seconds') or 0:.0f} s")
-        except (KeyboardInterrupt, MemoryError):
-            raise
-        except Exception as exc:  # one failed cell must not end the sweep
-            record = error_record(cell.name, cell.family, exc, **cell.describe)
-            outcome = f"failed: {record['error']}"
-        record.update(memory.result)
-        record.update({"config": cell.config, "preset": preset.name, "git_commit": commit,
-                       "dataset_notes": list(dataset.notes)})
-        relative_paths(record, out_dir)
-        write_json_atomic(path, record)
-        records.append(record)
+        record = run_cell(cell.name, cell.family, cell.describe, cell.run, cell_log)
+        records.append(save_record(record, cell, out_dir, preset=preset, commit=commit, dataset=dataset))
         time_left.finish(number - 1, time.perf_counter() - cell_started)
-        progress.finish(number, cell.name, outcome)
+        progress.finish(number, cell.name, outcome(record, dataset))
     return records
+
+
+def run_cell(name, family, describe, run, log) -> dict:
+    """``run(log)``'s record with the peak memory while it ran; a cell that raises becomes an error record."""
+    memory = PeakMemory()
+    try:
+        # Libraries that print (Keras' epoch progress) go to stderr with the
+        # rest of the progress display; stdout stays for results.
+        with memory, contextlib.redirect_stdout(sys.stderr):
+            record = run(log)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # one failed cell must not end the sweep
+        record = error_record(name, family, exc, **describe)
+    record.update(memory.result)
+    return record
+
+
+def save_record(record: dict, cell: Cell, out_dir, *, preset: Preset, commit, dataset) -> dict:
+    """Add what the sweep knows to a cell's record (settings, preset, commit), make its paths relative to
+    ``out_dir`` and write it there atomically: the last file of a cell, so a record points to complete files."""
+    record.update({"config": cell.config, "preset": preset.name, "git_commit": commit,
+                   "dataset_notes": list(dataset.notes)})
+    relative_paths(record, out_dir)
+    write_json_atomic(Path(out_dir) / "records" / f"{cell.name}.json", record)
+    return record
+
+
+def outcome(record: dict, dataset) -> str:
+    """The progress line's end for a finished cell: its test scores and seconds, or its error."""
+    if record.get("status") != "ok":
+        return f"failed: {record.get('error')}"
+    if record.get("accuracy") is None:
+        return "finished"
+    return (f"{dataset.test.name} accuracy {record['accuracy']:.4f}, macro F1 {record['f1_macro']:.4f}, "
+            f"{record.get('wall_seconds') or 0:.0f} s")
