@@ -10,8 +10,9 @@ How the pieces fit:
 - **Data.**  A worker loads the dataset from the same path the client names (a shared file system), once
   per worker process, cuts the preset's subsample, and checks the result's content key against the
   client's: a worker that sees other files fails the cell with a clear error instead of mixing data.  With
-  ``scatter`` the client's decoded arrays are sent to every worker instead (and always for a dataset
-  given in memory).  The library versions the results depend on are checked the same way.
+  ``scatter`` the client's decoded arrays travel instead, in one task whose result each worker fetches
+  once (always so for a dataset given in memory).  The library versions the results depend on are
+  checked the same way.
 - **Records in one place.**  A worker runs the cell in a scratch folder and returns its record and files
   (model, predictions, curves, checkpoints) as bytes; only the client writes the run folder, each file
   atomically and the record last, exactly as a local sweep does.  So a run folder is the same whichever
@@ -22,7 +23,8 @@ How the pieces fit:
   and the other cells go on.  Ctrl-C (or SIGTERM, which the CLI turns into it) cancels the cluster's tasks;
   every cell finished until then is already saved.
 
-Dask is imported here only, and this module only when ``--dask`` is given.
+Dask is imported here only, inside the functions that run with ``--dask``: importing this module (the
+command line does, for its options and errors) imports no Dask.
 """
 
 from __future__ import annotations
