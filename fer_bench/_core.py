@@ -2,11 +2,11 @@
 
 The FER-2013 class list, label encoding, JSON and atomic file writes, the
 library-versions record, the seeded stratified subset, the image file
-extensions, and the verified array files and private folders of the on-disk
-caches (decoded datasets, extracted features).  This module imports nothing
-else of the project, so both model packages (:mod:`fer_classic`,
-:mod:`fer_deep`) may import it without importing the application or each
-other.
+extensions and pixel limit, and the verified array files and private folders
+of the on-disk caches (decoded datasets, extracted features).  This module
+imports nothing else of the project, so both model packages
+(:mod:`fer_classic`, :mod:`fer_deep`) may import it without importing the
+application or each other.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm", ".jp2"}
 )
 """File extensions (lower case) read as images, by the datasets and by ``fer-bench predict``: what OpenCV decodes."""
+
+MAX_IMAGE_PIXELS = 150_000_000
+"""Largest image decoded, by the datasets, ``fer-bench predict`` and the server (150 megapixels: 450 MB as BGR).
+
+Its header is read first; a larger image is refused with a message instead of decoded."""
 
 
 def encode_labels(y, classes) -> np.ndarray:

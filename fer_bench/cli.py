@@ -27,13 +27,17 @@ from fer_classic.model import ModelFileError
 from fer_deep import (ARCHITECTURE_ALIASES, ARCHITECTURE_NAMES, DeepDependencyError, DeepModelFileError,
                       check_architecture_name)
 
-from .data import CACHE_ENV, DATA_ENV, DatasetError, default_cache_dir
+from ._core import MAX_IMAGE_PIXELS
+from .data import CACHE_ENV, DATA_ENV, DatasetError, check_splits, default_cache_dir
 from .faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTORS
 from .experiment.distributed import DaskSetupError, RemoteCellError, dask_executor, parse_dask_option
 from .experiment.sweep import FEATURE_SETS, PRESETS, deep_architectures, preset_networks
+from .outputs import OutputError, naming_outputs, output_file, output_folder
 
 USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter,
-               DeepModelFileError, DeepDependencyError, DaskSetupError, RemoteCellError)
+               DeepModelFileError, DeepDependencyError, DaskSetupError, RemoteCellError, OutputError)
+RUN_FOLDERS = ("records", "models", "predictions")
+"""What a run writes under its --out folder; each must be a folder that can be written."""
 
 
 class UserError(click.ClickException):
@@ -397,7 +401,8 @@ def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_d
     from .experiment.sweep import run_sweep
 
     feature_list, classifier_list, cnn_list = cells_to_run(run_all, features, classifier, cnns, preset)
-    with user_errors():
+    with user_errors(), naming_outputs(("--out", out_dir)):
+        output_folder(out_dir, "--out", data=data_path, subfolders=RUN_FOLDERS)
         classifier_params = parse_params(params)
         feature_param_dict = parse_params(feature_params, nested=True)
         records = run_sweep(
@@ -508,9 +513,23 @@ def report(run_dir, resamples):
     """
     from .report import write_report
 
-    with user_errors(), report_errors():
+    with user_errors(), report_errors(), naming_outputs(("RUN_DIR", run_dir)):
+        if Path(run_dir).is_dir():  # a missing one is the report's error: it names the command that makes one
+            output_folder(run_dir, "RUN_DIR", create=False, subfolders=("plots",))
         written = write_report(run_dir, n_resamples=resamples, log=lambda message: click.echo(message, err=True))
     click.echo(written["html"])
+    if _unreadable_records(written["analysis"].records):
+        sys.exit(1)
+
+
+def _unreadable_records(records) -> bool:
+    """Say on stderr which record files could not be read (their cells are missing from the figures); any?"""
+    from .report.analysis import unreadable_records
+
+    messages = unreadable_records(records)
+    for message in messages:
+        click.echo(f"fer-bench: error: {message}; that cell is left out of the figures", err=True)
+    return bool(messages)
 
 
 @cli.command("compare")
@@ -528,6 +547,8 @@ def compare(run_dir, models, resamples):
     with user_errors(), report_errors():
         analysis = analyse_run(run_dir, n_resamples=resamples)
         click.echo(summary_text(analysis, tuple(names) or None))
+    if _unreadable_records(analysis.records):
+        sys.exit(1)
 
 
 @cli.command("evaluate")
@@ -613,8 +634,10 @@ def ensemble(cells, name, data_path, cache_dir, out_dir, write_report):
     if len(members) < 2:
         raise click.UsageError("an ensemble needs at least two cells, e.g. cnn-vgg_cpu,cnn-resnet_cpu")
     name = name or "ensemble-" + "-".join(members)
-    with user_errors():
+    with user_errors(), naming_outputs(("--out", out_dir)):
+        output_folder(out_dir, "--out", data=data_path, subfolders=RUN_FOLDERS, create=False)
         dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir())
+        check_splits(dataset)
         try:
             record = run_ensemble_cell(dataset, name, members, out_dir, log=lambda message: click.echo(message,
                                                                                                       err=True))
@@ -648,9 +671,10 @@ def deploy(model_path, out, trust):
     """
     from fer_classic.model import ClassicModel, prepare_for_deployment
 
-    with user_errors():
+    with user_errors(), naming_outputs(("OUT", out)):
+        output_file(out, "OUT", models=[model_path])
         converted = prepare_for_deployment(ClassicModel.load(model_path, trust=trust))
-    path = converted.save(out)
+        path = converted.save(out)
     click.echo(f"{path}: {', '.join(converted.metadata['deployment']) or 'no change'}", err=True)
 
 
@@ -702,7 +726,8 @@ def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, s
 
     from .data import load_dataset
 
-    with user_errors():
+    with user_errors(), naming_outputs(("--out", out_dir)):
+        output_folder(out_dir, "--out", data=data_path, subfolders=(*RUN_FOLDERS, "checkpoints", "curves"))
         train_params = parse_params(params)
         arch_param_dict = parse_params(arch_params)
         fer_deep.require_keras()
@@ -715,6 +740,7 @@ def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, s
         except ValueError as error:
             raise UserError(str(error)) from None
         dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir(), seed=seed)
+        check_splits(dataset)
         if dask_address:  # the same call as a Dask task; its files come back here
             from .experiment.distributed import run_deep_cell_on_dask
 
@@ -756,16 +782,15 @@ def explain(model_path, image, out_dir, target):
     from .data import read_face
     from .models import load_model
 
-    with user_errors():
+    with user_errors(), naming_outputs(("--out", out_dir)):
         if not image.is_file():
             raise UserError(f"{image}: no such image file")
+        output_folder(out_dir, "--out")
         model = load_model(model_path)
         if getattr(model, "family", None) != "deep":
             raise UserError(f"{model_path}: a classical model; explain needs a CNN (train one with "
                             "`fer-bench train cnn`)")
-        face = read_face(image)
-        if face is None:
-            raise UserError(f"{image}: cannot be decoded as an image")
+        face = read_face(image)  # DatasetError naming the file if it cannot be decoded
         from fer_deep.explain import explain_face
 
         try:
@@ -789,6 +814,20 @@ def model_and_inputs(model_option, paths) -> tuple:
     from .models import default_model_name
 
     return (model_option if model_option is not None else default_model_name()), tuple(paths)
+
+
+def check_predict_outputs(model_path, paths, json_path, csv_path, annotate_dir) -> None:
+    """Before any work: --json and --csv are not an input, the model or each other; --annotate is outside the inputs."""
+    from ._core import IMAGE_EXTENSIONS
+    from .media import VIDEO_EXTENSIONS
+
+    files = (("--json", json_path), ("--csv", csv_path))
+    for option, path in files:
+        if path is not None:
+            output_file(path, option, inputs=paths, input_suffixes=IMAGE_EXTENSIONS | VIDEO_EXTENSIONS,
+                        models=[model_path], others=[other for other in files if other[0] != option])
+    if annotate_dir is not None:
+        output_folder(annotate_dir, "--annotate", inputs=[path for path in paths if Path(path).is_dir()])
 
 
 model_option = click.option(
@@ -853,13 +892,12 @@ def export(model_path, export_format, out):
     """
     from .models import load_model
 
-    with user_errors():
+    target = out if out is not None else Path(model_path).with_suffix(".onnx")
+    with user_errors(), naming_outputs(("--out", target)):
+        output_file(target, "--out", models=[model_path])
         model = load_model(model_path)
         if getattr(model, "family", None) != "deep" or not hasattr(model, "model_"):
             raise UserError(f"{model_path}: not a Keras CNN file; export takes what `fer-bench train cnn` saves")
-        target = out if out is not None else Path(model_path).with_suffix(".onnx")
-        if target.resolve() == Path(model_path).resolve():
-            raise UserError(f"--out {target} is the model file itself; choose another name")
         from fer_deep.onnx_model import export_onnx
 
         try:
@@ -910,10 +948,12 @@ def predict(paths, model_name, trust, webcam, detector, min_face, max_side, ever
 
     options = PredictOptions(detector=detector, min_face=min_face, max_side=max_side, every=every,
                              batch_size=batch_size, max_frames=max_frames, redetect=redetect)
-    with user_errors():
+    outputs = (("--json", json_path), ("--csv", csv_path), ("--annotate", annotate_dir))
+    with user_errors(), naming_outputs(*outputs):
         model_path, paths = model_and_inputs(model_name, paths)
         if not paths and webcam is None:
             raise click.UsageError("give at least one PATH (photo, video or folder) or --webcam INDEX")
+        check_predict_outputs(model_path, paths, json_path, csv_path, annotate_dir)
         model = load_predict_model(model_path, trust=trust)
         with contextlib.ExitStack() as stack:
             json_stream = csv_stream = None
@@ -966,7 +1006,8 @@ def _size_option(ctx, param, value):
 @click.option("--max-upload", default="10MB", show_default=True, callback=_size_option, metavar="SIZE",
               help="Largest image accepted (e.g. 10MB, 512KB; a bare number is MB); larger get 413.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Largest image in pixels, read from its header before decoding [default: 150 million].")
+              help="Largest image in pixels, read from its header before decoding "
+                   f"[default: {MAX_IMAGE_PIXELS / 1e6:.0f} million, the limit of predict and the datasets too].")
 @face_options
 def serve(model_name, trust, host, port, workers, queue, max_upload, max_pixels, detector, min_face, max_side):
     """Serve a web page and a JSON API that find faces and classify their expressions.
@@ -982,7 +1023,7 @@ def serve(model_name, trust, host, port, workers, queue, max_upload, max_pixels,
     """
     import logging
 
-    from .predict import MAX_IMAGE_PIXELS, PredictOptions
+    from .predict import PredictOptions
     from .serve import ServeLimits, serve as run_server
 
     options = PredictOptions(detector=detector, min_face=min_face, max_side=max_side)

@@ -3,7 +3,11 @@
 
 Every loader returns a :class:`Dataset` holding three :class:`Split` objects
 (fit, model selection, reported score) of ``uint8`` faces shaped ``(n, 48, 48)``
-with integer labels indexing ``Dataset.classes``.
+with integer labels indexing ``Dataset.classes``.  What cannot be loaded as it
+is -- an image that does not decode or has more pixels than ``fer-bench
+predict`` accepts, a CSV line that is not UTF-8 text or not a FER-2013 row, a
+link, a folder that cannot be read -- is a :class:`DatasetError` naming the
+file (and the line).  Links inside the dataset folder are never followed.
 
 FER-2013 keeps its canonical split: Training for fitting, PublicTest for model
 selection, PrivateTest for the reported numbers.  The Kaggle folder layout
@@ -127,6 +131,41 @@ class Dataset:
         }
 
 
+MIN_FACES_A_CLASS = 10
+"""Faces a class needs for a seeded split (80/10/10, or train/ cut 90/10) to put at least one in every part."""
+
+
+def check_splits(dataset: Dataset) -> None:
+    """Raise :class:`DatasetError` unless every split can do its job; the message states the minimum.
+
+    Training needs faces of two classes or more.  The validation split selects
+    the hyperparameters and fits the probability calibration, one softmax
+    temperature (:class:`fer_classic.estimators.SoftmaxCalibrator`), which
+    any number of faces fits: no cross-validation folds that a small split
+    could run short of.  It needs one face at least, and so does the test
+    split, which is scored.
+    """
+    problems = []
+    train_classes = len(np.unique(dataset.train.y))
+    if train_classes < 2:
+        held = "no faces" if not len(dataset.train) else "faces of one class only"
+        problems.append(f"the {dataset.train.name} split holds {held}; training needs two classes or more")
+    for split, job in ((dataset.val, "model selection and probability calibration need"),
+                       (dataset.test, "the scores need")):
+        if not len(split):
+            problems.append(f"the {split.name} split has no faces; {job} one at least")
+    if not problems:
+        return
+    sizes = ", ".join(f"{split.name} {len(split)}" for split in dataset.splits)
+    hint = ""
+    if dataset.split_settings:  # a seeded split: more faces a class fill every part
+        counts = sum(split.class_counts(len(dataset.classes)) for split in dataset.splits)
+        smallest = int(counts[counts > 0].min()) if counts.any() else 0
+        hint = (f" A seeded split puts faces of a class in every part from {MIN_FACES_A_CLASS} faces a class on "
+                f"(the smallest class here has {smallest}); add faces.")
+    raise DatasetError(f"{dataset.source}: {'; '.join(problems)} (faces: {sizes}).{hint}")
+
+
 # --------------------------------------------------------------------------- paths
 
 
@@ -161,36 +200,52 @@ def to_face(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def read_face(path: Path) -> np.ndarray | None:
-    """Decode an image file to a 48x48 gray face, or ``None`` if it cannot be decoded."""
+JPEG_END = b"\xff\xd9"
+"""The end-of-image marker every whole JPEG ends with (padding or metadata may follow it)."""
+
+
+def read_face(path) -> np.ndarray:
+    """Decode an image file to a 48x48 gray face; :class:`DatasetError` naming the file and the fault otherwise.
+
+    The image's header is checked against the pixel limit that ``fer-bench
+    predict`` applies too (:data:`fer_bench._core.MAX_IMAGE_PIXELS`) before it
+    is decoded.  A JPEG without its end-of-image marker is refused as
+    truncated: OpenCV would decode the part that is there and fill the rest
+    with gray, silently.
+    """
     import cv2
 
-    data = np.fromfile(path, dtype=np.uint8)
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        return None
-    return to_face(image)
+    from .media import InputError, decode_image, image_kind, read_bytes
+
+    try:
+        data = read_bytes(Path(path))
+        if image_kind(data[:12].tobytes()) == "JPEG" and JPEG_END not in data[-1024:].tobytes():
+            raise InputError(f"{path}: truncated JPEG (it has no end-of-image marker)")
+        image = decode_image(data, str(path), flags=cv2.IMREAD_UNCHANGED)
+        return to_face(image)
+    except InputError as error:
+        raise DatasetError(str(error)) from None
+    except cv2.error as error:  # a decoded image OpenCV cannot convert (an unusual channel count or depth)
+        raise DatasetError(f"{path}: cannot be converted to a gray face ({str(error).strip().splitlines()[-1]})") \
+            from None
 
 
 def _decode_all(paths: list) -> np.ndarray:
-    """Decode every path; one error listing every file that could not be read."""
+    """Decode every path; one error naming every file that could not be read and why."""
     X = np.empty((len(paths), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
     bad = []
     for i, path in enumerate(_progress(paths, "decoding images")):
-        face = read_face(path)
-        if face is None:
-            bad.append(str(path))
-        else:
-            X[i] = face
+        try:
+            X[i] = read_face(path)
+        except DatasetError as error:
+            bad.append(str(error))
+    if len(bad) == 1:
+        raise DatasetError(f"1 image file(s) could not be decoded: {bad[0]}; remove or replace it and load again.")
     if bad:
         shown = "\n  ".join(bad[:10])
         more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise DatasetError(
-            f"{len(bad)} image file(s) could not be decoded (corrupt, empty or not an image):\n  {shown}{more}\n"
-            "Remove or replace them and load again."
-        )
+        raise DatasetError(f"{len(bad)} image file(s) could not be decoded; remove or replace them and load "
+                           f"again:\n  {shown}{more}")
     return X
 
 
@@ -354,22 +409,87 @@ def _usage_of(filename: str) -> str | None:
     return None
 
 
+def _shown(path) -> str:
+    """A path as text that can be printed: bytes that are not UTF-8 shown as escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _check_entry(path: str) -> None:
+    """Refuse a file or folder name that is not UTF-8 (records and caches store names as text)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError(f"{_shown(path)}: the name is not valid UTF-8; rename it.") from None
+
+
+def _link_error(path) -> DatasetError:
+    try:
+        target = f" (to {_shown(os.readlink(path))})"
+    except OSError:
+        target = ""
+    return DatasetError(
+        f"{_shown(path)}: a symbolic link{target}; the dataset loader follows no links inside the dataset folder "
+        "(they can lead out of it or back into it). Put the file or folder itself there."
+    )
+
+
+def _unreadable(path, error: OSError) -> DatasetError:
+    return DatasetError(f"{_shown(path)}: cannot be read ({error.strerror or error}).")
+
+
+def _subfolders(folder: Path, *, link_allowed: bool = False) -> list:
+    """The folders directly in ``folder``, sorted by name.
+
+    Links are not followed: a link to a folder is an error, and so is
+    ``folder`` itself being a link unless ``link_allowed`` (the dataset path a
+    user gives may be a link; what is inside it may not).
+    """
+    if not link_allowed and folder.is_symlink():
+        raise _link_error(folder)
+    try:
+        with os.scandir(folder) as entries:
+            entries = sorted(entries, key=lambda entry: entry.name)
+        folders = []
+        for entry in entries:
+            if entry.is_symlink():
+                if os.path.isdir(entry.path):
+                    raise _link_error(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                _check_entry(entry.path)
+                folders.append(Path(entry.path))
+    except OSError as error:
+        raise _unreadable(folder, error) from None
+    return folders
+
+
 def _list_images(folder: Path):
     """Image files below ``folder`` (sorted) and their (size, mtime_ns).
 
     ``os.scandir`` stats each file once; ``Path.rglob`` plus ``stat`` took most of
-    a cached FER-2013 load (35,887 files).
+    a cached FER-2013 load (35,887 files).  No link is followed (a link that
+    is an image file or a folder is an error, :func:`_subfolders`), so the
+    files are all inside the dataset folder, each once.
     """
     found = []
     stack = [str(folder)]
     while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir():
-                    stack.append(entry.path)
-                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                    stat = entry.stat()
-                    found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    is_image = os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+                    if entry.is_symlink():
+                        if is_image or os.path.isdir(entry.path):
+                            raise _link_error(entry.path)
+                    elif entry.is_dir(follow_symlinks=False):
+                        _check_entry(entry.path)
+                        stack.append(entry.path)
+                    elif is_image and entry.is_file(follow_symlinks=False):
+                        _check_entry(entry.path)
+                        stat = entry.stat(follow_symlinks=False)
+                        found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+        except OSError as error:
+            raise _unreadable(current, error) from None
     found.sort()
     return [p for p, _, _ in found], [(size, mtime) for _, size, mtime in found]
 
@@ -392,7 +512,7 @@ def load_fer2013_folders(path, *, cache_dir=None, seed: int = 0) -> Dataset:
         )
     files, stats, labels, subset_of = [], [], [], []
     for subset in subsets:
-        class_dirs = sorted(d for d in subset.iterdir() if d.is_dir())
+        class_dirs = _subfolders(subset)
         if not class_dirs:
             raise DatasetError(f"{subset}: no class folders; expected {', '.join(FER2013_CLASSES)}.")
         for class_dir in class_dirs:
@@ -445,9 +565,12 @@ def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the file is empty; expected a header emotion,pixels,Usage.")
     digest = hashlib.sha256(f"fer2013-csv-seed{seed}".encode())
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise _unreadable(path, error) from None
     key = digest.hexdigest()[:20]
     cached = _cache_load(_cache_path(cache_dir, key))
     if cached is not None:
@@ -456,7 +579,8 @@ def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
         X, y, usage = _parse_fer_csv(path)
         _cache_save(_cache_path(cache_dir, key), X=X, y=y, usage=usage)
 
-    canonical = bool(usage.size and np.all(usage != ""))
+    # A Usage column had a known value on every row (checked, line by line, when the file was parsed).
+    canonical = bool(np.any(usage != ""))
     if canonical:
         unknown = sorted(set(usage.tolist()) - set(FER2013_USAGES))
         if unknown:
@@ -474,41 +598,86 @@ def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
                    split_settings=settings if not canonical else {})
 
 
+MAX_CSV_LINE = 1 << 16
+"""Longest CSV line read, in bytes (a FER-2013 row is at most about 9,300)."""
+
+
+def _csv_lines(path: Path, handle):
+    """The lines of the binary ``handle`` as text: UTF-8, a byte-order mark before the header allowed.
+
+    A line that is not UTF-8, or longer than :data:`MAX_CSV_LINE`, is a
+    :class:`DatasetError` naming its number.
+    """
+    import codecs
+
+    for number, raw in enumerate(iter(lambda: handle.readline(MAX_CSV_LINE + 1), b""), start=1):
+        if len(raw) > MAX_CSV_LINE:
+            raise DatasetError(f"{path}, line {number}: longer than {MAX_CSV_LINE:,} bytes; not a FER-2013 CSV "
+                               "(a row is an emotion, 2,304 pixel values and a Usage).")
+        if number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise DatasetError(f"{path}: UTF-16 text; save the CSV as UTF-8.")
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as error:
+            raise DatasetError(f"{path}, line {number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                               f"{error.start + 1}); save the CSV as UTF-8.") from None
+
+
 def _parse_fer_csv(path: Path):
+    """Faces, labels and usages of a FER-2013 CSV; every fault a :class:`DatasetError` naming the line.
+
+    Read as UTF-8 with an optional byte-order mark (``utf-8-sig``, as
+    spreadsheet programs save).  With a ``Usage`` column, every row must hold
+    Training, PublicTest or PrivateTest: a blank or other value would change
+    the split, so it is refused rather than dropped.
+    """
     n_pixels = FACE_SIZE * FACE_SIZE
     faces, labels, usages = [], [], []
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        if header not in (CSV_HEADER, CSV_HEADER[:2]):
-            raise DatasetError(
-                f"{path}: wrong CSV header {','.join(header)!r}; expected 'emotion,pixels,Usage' "
-                "(the original FER-2013 fer2013.csv)."
-            )
-        has_usage = len(header) == 3
-        for line_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DatasetError(f"{path}, line {line_number}: {len(row)} fields, expected {len(header)}.")
+    try:
+        with open(path, "rb") as handle:
+            reader = csv.reader(_csv_lines(path, handle))
             try:
-                label = int(row[0])
-                pixels = np.array(row[1].split(), dtype=np.int64)
-            except ValueError:
-                raise DatasetError(
-                    f"{path}, line {line_number}: emotion must be an integer and pixels space-separated integers."
-                ) from None
-            if not 0 <= label < len(FER2013_CLASSES):
-                raise DatasetError(f"{path}, line {line_number}: emotion {label} is outside 0..6.")
-            if pixels.size != n_pixels:
-                raise DatasetError(
-                    f"{path}, line {line_number}: {pixels.size} pixels, expected {n_pixels} (48x48)."
-                )
-            if pixels.min() < 0 or pixels.max() > 255:
-                raise DatasetError(f"{path}, line {line_number}: pixel values must lie in 0..255.")
-            faces.append(pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
-            labels.append(label)
-            usages.append(row[2].strip() if has_usage else "")
+                header = [h.strip() for h in next(reader, [])]
+                if header not in (CSV_HEADER, CSV_HEADER[:2]):
+                    raise DatasetError(
+                        f"{path}: wrong CSV header {','.join(header)[:200]!r}; expected 'emotion,pixels,Usage' "
+                        "(the original FER-2013 fer2013.csv)."
+                    )
+                has_usage = len(header) == 3
+                for row in reader:
+                    line_number = reader.line_num
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        raise DatasetError(f"{path}, line {line_number}: {len(row)} fields, expected {len(header)}.")
+                    try:
+                        label = int(row[0])
+                        pixels = np.array(row[1].split(), dtype=np.int64)
+                    except (ValueError, OverflowError):
+                        raise DatasetError(f"{path}, line {line_number}: emotion must be an integer and pixels "
+                                           "space-separated integers.") from None
+                    if not 0 <= label < len(FER2013_CLASSES):
+                        raise DatasetError(f"{path}, line {line_number}: emotion {label} is outside 0..6.")
+                    if pixels.size != n_pixels:
+                        raise DatasetError(
+                            f"{path}, line {line_number}: {pixels.size} pixels, expected {n_pixels} (48x48)."
+                        )
+                    if pixels.min() < 0 or pixels.max() > 255:
+                        raise DatasetError(f"{path}, line {line_number}: pixel values must lie in 0..255.")
+                    usage = row[2].strip() if has_usage else ""
+                    if has_usage and usage not in FER2013_USAGES:
+                        shown = f"{usage[:40]!r}" if usage else "blank"
+                        raise DatasetError(
+                            f"{path}, line {line_number}: Usage is {shown}; every row needs "
+                            f"{', '.join(FER2013_USAGES)} (or remove the Usage column for a seeded split)."
+                        )
+                    faces.append(pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
+                    labels.append(label)
+                    usages.append(usage)
+            except csv.Error as error:
+                raise DatasetError(f"{path}, line {reader.line_num}: not a readable CSV row ({error}).") from None
+    except OSError as error:
+        raise _unreadable(path, error) from None
     if not faces:
         raise DatasetError(f"{path}: the CSV has a header but no rows.")
     return np.stack(faces), np.asarray(labels, dtype=np.int64), np.asarray(usages)
@@ -543,7 +712,7 @@ def load_class_folders(path, *, classes=None, cache_dir=None, seed: int = 0, fra
     """
     root = Path(path)
     _check_folder(root)
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    class_dirs = _subfolders(root, link_allowed=True)
     if not class_dirs:
         raise DatasetError(f"{root}: no class folders; expected one sub-folder of images per class.")
     names = [d.name.lower() for d in class_dirs]
@@ -595,7 +764,7 @@ def has_own_split(root) -> bool:
         return True
     if folders["train"] is None or folders["test"] is None:
         return False
-    names = {d.name.lower() for folder in (folders["train"], folders["test"]) for d in folder.iterdir() if d.is_dir()}
+    names = {d.name.lower() for folder in (folders["train"], folders["test"]) for d in _subfolders(folder)}
     return bool(names - set(FER2013_CLASSES))
 
 
@@ -617,7 +786,7 @@ def load_split_folders(path, *, classes=None, cache_dir=None, seed: int = 0) -> 
             "train/<class>/, val/<class>/ (optional) and test/<class>/."
         )
     folders = {role: folder for role, folder in folders.items() if folder is not None}
-    class_dirs = {role: sorted(d for d in folder.iterdir() if d.is_dir()) for role, folder in folders.items()}
+    class_dirs = {role: _subfolders(folder) for role, folder in folders.items()}
     for role, dirs in class_dirs.items():
         if not dirs:
             raise DatasetError(f"{folders[role]}: no class folders; expected one sub-folder of images per class.")
@@ -658,7 +827,11 @@ def _check_folder(root: Path) -> None:
         )
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder.")
-    if not any(root.iterdir()):
+    try:
+        empty = not any(root.iterdir())
+    except OSError as error:
+        raise _unreadable(root, error) from None
+    if empty:
         raise DatasetError(f"{root}: the folder is empty; put the dataset's class folders in it.")
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._core import MAX_IMAGE_PIXELS  # noqa: F401  (the one limit of the datasets, predict and serve; importable here)
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"})
-MAX_IMAGE_PIXELS = 150_000_000
-"""Largest photo decoded (150 megapixels: 450 MB as BGR); larger ones are refused with a message."""
 
 
 class InputError(Exception):
@@ -28,11 +28,26 @@ class InputError(Exception):
 # --------------------------------------------------------------------------- photos
 
 
+SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+              (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+"""Leading bytes (magic numbers) of the common image formats and Pillow's name for each (WebP: :func:`image_kind`)."""
+
+
+def image_kind(data: bytes) -> str | None:
+    """The image format a file's first bytes name (Pillow's name: JPEG, PNG, GIF, BMP, TIFF, WEBP), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((kind for signature, kind in SIGNATURES if data.startswith(signature)), None)
+
+
 def image_header_size(source):
     """(width, height) from an image's header without decoding it; None if the format is unknown.
 
     ``source`` is a path or the file's bytes.  An image Pillow itself finds
-    absurdly large (a decompression bomb) is reported as ``(inf, inf)``.
+    absurdly large (a decompression bomb) is reported as ``(inf, inf)``.  A
+    file whose first bytes name its format (:func:`image_kind`) is read by
+    that format's plugin first (a fifth of the time of trying every plugin: it
+    counts when a dataset of 35,887 faces is decoded).
     """
     try:
         import warnings
@@ -44,15 +59,29 @@ def image_header_size(source):
         import io
 
         source = io.BytesIO(bytes(source))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own limit
-            with Image.open(source) as image:
-                return image.size
-    except Image.DecompressionBombError:
-        return (math.inf, math.inf)
-    except Exception:  # not a format Pillow knows: OpenCV may still decode it
-        return None
+    else:
+        source = Path(source)
+    if isinstance(source, Path):
+        try:
+            with open(source, "rb") as stream:
+                head = stream.read(12)
+        except OSError:
+            return None
+    else:
+        head = source.getvalue()[:12]
+    hint = image_kind(head)
+    for formats in ([[hint], None] if hint else [None]):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # DecompressionBombWarning (we apply our own limit), corrupt EXIF
+                with Image.open(source, formats=formats) as image:
+                    return image.size
+        except Image.DecompressionBombError:
+            return (math.inf, math.inf)
+        except Exception:  # not this format, or none Pillow knows: OpenCV may still decode it
+            if not isinstance(source, Path):
+                source.seek(0)
+    return None
 
 
 class ImageTooLargeError(InputError):
@@ -68,7 +97,8 @@ def check_image_size(name, size, *, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         )
 
 
-def _read_bytes(path: Path) -> np.ndarray:
+def read_bytes(path: Path) -> np.ndarray:
+    """The bytes of a file as a uint8 array; :class:`InputError` naming it if it is empty or cannot be read."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except IsADirectoryError:
@@ -80,10 +110,12 @@ def _read_bytes(path: Path) -> np.ndarray:
     return data
 
 
-def decode_image(data, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def decode_image(data, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS, flags=None) -> np.ndarray:
     """Decode an encoded photo (bytes or a uint8 array) to a BGR array; :class:`InputError` naming ``name``.
 
-    The header's dimensions are checked against ``max_pixels`` before anything is decoded.
+    The header's dimensions are checked against ``max_pixels`` before anything
+    is decoded.  ``flags`` are OpenCV's ``imdecode`` flags (default
+    ``IMREAD_COLOR``; the datasets read ``IMREAD_UNCHANGED``).
     """
     import cv2
 
@@ -92,7 +124,7 @@ def decode_image(data, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.n
         raise InputError(f"{name}: empty file (0 bytes)")
     check_image_size(name, image_header_size(data), max_pixels=max_pixels)
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR if flags is None else flags)
     except cv2.error as error:  # OpenCV refuses images above its own pixel limit this way
         raise InputError(f"{name}: cannot be decoded ({str(error).strip().splitlines()[-1]})") from None
     if image is None:
@@ -100,12 +132,12 @@ def decode_image(data, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.n
     return image
 
 
-def read_image(path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def read_image(path, *, max_pixels: int = MAX_IMAGE_PIXELS, flags=None) -> np.ndarray:
     """Decode a photo to a BGR (or gray) array; :class:`InputError` naming the file if it cannot be."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
-    return decode_image(_read_bytes(path), str(path), max_pixels=max_pixels)
+    return decode_image(read_bytes(path), str(path), max_pixels=max_pixels, flags=flags)
 
 
 def write_image(path, image):

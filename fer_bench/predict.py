@@ -273,17 +273,47 @@ def predict_frames(model, frames, *, source: str, fps: float | None, options: Pr
 
 def predict_video(model, path, *, options: PredictOptions | None = None, source: str | None = None,
                   annotate_to=None, warn=None):
-    """Records for a video file; yields a list of records per processed frame (see :func:`predict_frames`)."""
+    """Records for a video file; yields a list of records per processed frame (see :func:`predict_frames`).
+
+    A video that ends before the frame count its header announces (a file cut
+    short, a damaged stream) is said to ``warn``, with both numbers.
+    """
     import cv2
 
+    options = options or PredictOptions()
     capture = open_video(path)
     try:
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if fps and math.isfinite(fps) and fps > 0 else None
-        yield from predict_frames(model, read_frames(capture), source=source or str(path), fps=fps, options=options,
+        announced = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        read = 0
+
+        def counted():
+            nonlocal read
+            for frame in read_frames(capture):
+                read += 1
+                yield frame
+
+        yield from predict_frames(model, counted(), source=source or str(path), fps=fps, options=options,
                                   annotate_to=annotate_to, warn=warn)
+        stopped_early = options.max_frames is not None and read > options.max_frames
+        if warn is not None and not stopped_early and short_video(read, announced):
+            warn(f"{path}: the video ended after {read} of the {int(announced)} frames its header announces "
+                 "(cut short or damaged); the records cover the frames read")
     finally:
         capture.release()
+
+
+def short_video(read: int, announced: float) -> bool:
+    """Whether ``read`` frames fall short of the ``announced`` count by more than its rounding.
+
+    Containers that do not store a count make OpenCV estimate it from the
+    duration and frame rate (it may then be a frame or about 1% off, or 0 when
+    unknown), so only a larger shortfall counts.
+    """
+    if not math.isfinite(announced) or announced <= 0:
+        return False
+    return announced - read > max(1, announced / 100)
 
 
 def predict_camera(model, index: int, *, options: PredictOptions | None = None, annotate_to=None, warn=None):

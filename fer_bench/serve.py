@@ -49,6 +49,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from .media import image_kind
 from .predict import (MAX_IMAGE_PIXELS, ImageTooLargeError, InputError, PredictOptions, check_image_size,
                       decode_image, image_header_size, predict_array)
 
@@ -389,15 +390,10 @@ def _uploaded_image(request, max_upload: int):
     return data, source
 
 
-_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
-
-
 def _image_kind(data: bytes):
-    """The format named by the file's first bytes (its magic number), or None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WebP"
-    return next((kind for signature, kind in _SIGNATURES if data.startswith(signature)), None)
+    """The format named by the file's first bytes (its magic number), as the messages spell it, or None."""
+    kind = image_kind(data)
+    return "WebP" if kind == "WEBP" else kind
 
 
 def _check_header(data: bytes, source: str, max_pixels: int) -> None:

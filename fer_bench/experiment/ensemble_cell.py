@@ -9,7 +9,6 @@ its best member on the test split.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from ..ensemble import EnsembleModel
 from ..metrics import classification_metrics, mcnemar_test
 from ..models import load_model
-from .harness import cell_record, time_prediction_isolated, write_cell_outputs
+from .harness import cell_record, read_record, time_prediction_isolated, write_cell_outputs
 
 
 def member_records(out_dir, cells) -> list:
@@ -27,10 +26,12 @@ def member_records(out_dir, cells) -> list:
     records = []
     for cell in cells:
         path = Path(out_dir) / "records" / f"{cell}.json"
+        if not path.is_file():
+            raise ValueError(f"cell {cell} has no finished record in {out_dir}; run it first")
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise ValueError(f"cell {cell} has no finished record in {out_dir}; run it first") from None
+            record = read_record(path)
+        except ValueError as error:
+            raise ValueError(f"cell {cell}: {error}; run the cell again") from None
         if record.get("status") != "ok":
             raise ValueError(f"cell {cell} failed ({record.get('error')}); an ensemble needs finished cells")
         records.append(record)

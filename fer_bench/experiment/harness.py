@@ -365,6 +365,31 @@ def load_predictions(path) -> dict:
         return {name: archive[name] for name in archive.files}
 
 
+JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+              type(None): "null"}
+
+
+def read_record(path) -> dict:
+    """The record in ``path``: a JSON object.
+
+    Raises
+    ------
+    ValueError
+        The file cannot be read, is not JSON, or holds other JSON than an
+        object (a list, a number); the message names the file.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: holds {JSON_TYPES.get(type(record), 'other JSON')}, not a record (a JSON object)")
+    return record
+
+
 def error_record(name: str, family: str, exc: BaseException, **fields) -> dict:
     """A record for a cell that raised: status ``error`` with the message, so a sweep goes on."""
     return {

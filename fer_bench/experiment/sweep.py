@@ -38,7 +38,7 @@ from fer_classic.features import FEATURE_CODE_VERSION, resolved_feature_params
 
 from .._core import stratified_subset, write_json_atomic
 from .deep_cell import run_folder_arch
-from .harness import cell_id, error_record, run_classic_cell
+from .harness import cell_id, error_record, read_record, run_classic_cell
 from .progress import PeakMemory, Progress
 
 FEATURE_SETS = ("lbp", "hog", "landmarks", "hog+lbp+landmarks")
@@ -273,8 +273,8 @@ def finished_record(path: Path, config: dict) -> dict | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = read_record(path)
+    except ValueError:  # damaged: the cell runs again and its record replaces the file
         return None
     if record.get("status") != "ok" or record.get("config") != json.loads(json.dumps(config)):
         return None
@@ -468,7 +468,7 @@ def run_sweep(
     list of dict
         One record per cell; failed cells have ``status="error"``.
     """
-    from ..data import load_dataset
+    from ..data import check_splits, load_dataset
 
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     select = preset.select if select is None else select
@@ -478,6 +478,7 @@ def run_sweep(
     if dataset is None:
         dataset = load_dataset(data_path, cache_dir=cache_dir, seed=seed)
     dataset = subsample_dataset(dataset, preset, seed)
+    check_splits(dataset)  # a split too small to select, calibrate or score on fails here, not in every cell
     log(f"{dataset.name}: {dataset.split_method}")
     for note in dataset.notes:
         log(f"  {note}")

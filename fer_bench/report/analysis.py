@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..experiment.harness import load_predictions, machine_info
+from ..experiment.harness import load_predictions, machine_info, read_record
 from ..metrics import evaluate_predictions, group_labels, mcnemar_test
 
 ALPHA = 0.05
@@ -63,8 +63,10 @@ def resolve_path(run_dir, value) -> Path | None:
 def load_records(run_dir) -> list:
     """Every record in ``run_dir/records``, sorted by family then name.
 
-    A file that is not valid JSON becomes an error record naming the file, so
-    the report lists it instead of failing.
+    A file that cannot be read, is not valid JSON or holds no JSON object
+    becomes an error record whose ``unreadable`` names the file, so the report
+    lists it instead of failing, and the command says so and exits non-zero
+    (:func:`unreadable_records`).
     """
     run_dir = Path(run_dir)
     folder = run_dir / "records"
@@ -73,17 +75,21 @@ def load_records(run_dir) -> list:
     records = []
     for path in sorted(folder.glob("*.json")):
         try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as error:
-            record = {"cell": path.stem, "family": "unknown", "status": "error",
-                      "error": f"unreadable record {path.name}: {error}"}
+            record = read_record(path)
+        except ValueError as error:
+            reason = str(error).removeprefix(f"{path}: ")
+            record = {"cell": path.stem, "family": "unknown", "status": "error", "unreadable": str(path),
+                      "error": f"unreadable record {path.name}: {reason}"}
         record.setdefault("cell", path.stem)
         records.append(record)
     if not records:
         raise ReportError(f"{folder}: no records; run 'fer-bench run --out {run_dir}' first")
     return sorted(records, key=lambda r: (r.get("family") != "classic", r["cell"]))
+
+
+def unreadable_records(records) -> list:
+    """The messages of the records :func:`load_records` could not read (their cells are missing from the figures)."""
+    return [record["error"] for record in records if record.get("unreadable")]
 
 
 # --------------------------------------------------------------------------- analysis

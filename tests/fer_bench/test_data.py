@@ -198,7 +198,7 @@ def test_csv_bad_emotion_and_usage(tmp_path):
     with pytest.raises(DatasetError, match=r"line 2: emotion 9 is outside 0..6"):
         load_fer2013_csv(path, cache_dir=False)
     path.write_text(f"emotion,pixels,Usage\n1,{good},Testing\n")
-    with pytest.raises(DatasetError, match=r"unknown Usage value\(s\) \['Testing'\]"):
+    with pytest.raises(DatasetError, match=r"line 2: Usage is 'Testing'; every row needs Training, PublicTest"):
         load_fer2013_csv(path, cache_dir=False)
 
 

@@ -103,7 +103,7 @@ def test_explain_errors_are_one_line(runner, face_image, tmp_path):
     cases = [
         ([str(classic), str(face_image)], "hog__dt.skops: a classical model; explain needs a CNN"),
         ([str(tiny_model_file()), str(tmp_path / "none.png")], "none.png: no such image file"),
-        ([str(tiny_model_file()), str(not_an_image)], "notes.png: cannot be decoded as an image"),
+        ([str(tiny_model_file()), str(not_an_image)], "notes.png: not an image OpenCV can decode"),
         ([str(tmp_path / "none.zip"), str(face_image)], "none.zip: no such model file"),
         ([str(tiny_model_file()), str(face_image), "--target", "bored"], "unknown class 'bored'"),
     ]
