@@ -590,9 +590,13 @@ def evaluate(models, data_paths, split, label_map, detect, min_face, max_side, o
     """
     import json
 
-    from .evaluate import EvaluationError, evaluate_models, format_evaluations, parse_label_map, summary
+    from .evaluate import (EVALUATIONS_DIR, EvaluationError, evaluate_models, format_evaluations, parse_label_map,
+                           summary)
 
-    with user_errors():
+    with user_errors(), naming_outputs(("--out", out_dir)):
+        # Before any model or dataset is loaded; the report's plots/ is written too when --report rebuilds it.
+        output_folder(out_dir, "--out", data=data_paths,
+                      subfolders=(EVALUATIONS_DIR, "plots") if write_report else (EVALUATIONS_DIR,))
         try:
             records = evaluate_models(list(models), data_paths, out_dir, split=split,
                                       label_map=parse_label_map(label_map), detect=detect, min_face=min_face,
@@ -607,7 +611,7 @@ def evaluate(models, data_paths, split, label_map, detect, min_face, max_side, o
     if write_report:
         from .report import write_report as render
 
-        with user_errors(), report_errors():
+        with user_errors(), report_errors(), naming_outputs(("--out", out_dir)):
             written = render(out_dir, n_resamples=resamples)
         click.echo(f"report: {written['html']} (cross-dataset section)", err=True)
 

@@ -437,7 +437,8 @@ def evaluate_models(models, data_paths, out_dir, *, split: str = "test", label_m
     data_paths : list of path
         Datasets :func:`fer_bench.data.load_dataset` reads.
     out_dir : path
-        Where ``evaluations/`` is written (a run folder, or a new one).
+        Where ``evaluations/`` is written (a run folder, or a new one); checked first
+        (:func:`fer_bench.outputs.output_folder`: not a file, not inside a dataset folder, writable).
     split, label_map, detect, min_face, max_side, n_resamples, seed
         See :func:`evaluate_model`; ``seed`` is also the seed of a class-folder dataset's split.
     cache_dir : path, optional
@@ -448,10 +449,13 @@ def evaluate_models(models, data_paths, out_dir, *, split: str = "test", label_m
         Receives progress and notes.
     """
     from .models import load_model, model_family, resolve_model
+    from .outputs import output_folder
 
     log = log or (lambda message: None)
     if not models:
         raise EvaluationError("give at least one model (a model file or a shipped model's name)")
+    # Before any model or dataset is loaded: a folder that cannot take the records fails now, not after the scoring.
+    output_folder(out_dir, "out_dir", data=data_paths, subfolders=(EVALUATIONS_DIR,))
     loaded = []
     for name, model in zip(model_names(models), models):
         path = resolve_model(model)

@@ -110,12 +110,55 @@ def read_bytes(path: Path) -> np.ndarray:
     return data
 
 
+JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+"""JPEG markers without a length field (TEM, RST0-7); the others before the first scan carry one."""
+
+
+def jpeg_truncated(data: bytes) -> bool:
+    """Whether a JPEG file ends before its image does: no end-of-image marker after its first scan.
+
+    The marker segments are walked from the start, so an Exif thumbnail (a
+    whole JPEG inside a segment, with its own end marker) is stepped over;
+    after the first start-of-scan the end-of-image marker ``FF D9`` is
+    searched: entropy-coded data cannot hold it (a 0xFF byte there is
+    followed by 0x00 or a restart marker).  Whatever follows a whole image (a
+    phone's motion-photo video, a maker's trailer) does not matter, as it does
+    with the last-bytes test a cut file would otherwise need.
+    """
+    position = 2  # after the start-of-image marker
+    while True:
+        while position < len(data) and data[position] == 0xFF and position + 1 < len(data) \
+                and data[position + 1] == 0xFF:  # fill bytes
+            position += 1
+        if position + 1 >= len(data):
+            return True  # the file ends between segments, before any scan
+        if data[position] != 0xFF:
+            return False  # not a marker: malformed rather than cut; OpenCV's decoder has the last word
+        marker = data[position + 1]
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", position + 2) < 0
+        if marker == 0xD9:
+            return False  # an end marker before any scan: no image to cut
+        if marker in JPEG_STANDALONE_MARKERS:
+            position += 2
+            continue
+        if position + 4 > len(data):
+            return True
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+
+
 def decode_image(data, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS, flags=None) -> np.ndarray:
     """Decode an encoded photo (bytes or a uint8 array) to a BGR array; :class:`InputError` naming ``name``.
 
     The header's dimensions are checked against ``max_pixels`` before anything
-    is decoded.  ``flags`` are OpenCV's ``imdecode`` flags (default
-    ``IMREAD_COLOR``; the datasets read ``IMREAD_UNCHANGED``).
+    is decoded.  A truncated JPEG is refused (:func:`jpeg_truncated`): OpenCV
+    would decode the part that is there and fill the rest with gray, without
+    a word.  The datasets, ``fer-bench predict`` and the server all decode
+    here, so all three refuse it: faces in the missing part would be reported
+    as "no face", and a face across the cut classified from a half-gray crop,
+    with nothing in the records to tell which.  ``flags`` are OpenCV's
+    ``imdecode`` flags (default ``IMREAD_COLOR``; the datasets read
+    ``IMREAD_UNCHANGED``).
     """
     import cv2
 
@@ -123,6 +166,8 @@ def decode_image(data, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS, flags=N
     if data.size == 0:
         raise InputError(f"{name}: empty file (0 bytes)")
     check_image_size(name, image_header_size(data), max_pixels=max_pixels)
+    if image_kind(data[:12].tobytes()) == "JPEG" and jpeg_truncated(data.tobytes()):
+        raise InputError(f"{name}: truncated JPEG (it has no end-of-image marker)")
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR if flags is None else flags)
     except cv2.error as error:  # OpenCV refuses images above its own pixel limit this way

@@ -68,9 +68,9 @@ def output_folder(path, option: str, *, data=None, inputs=(), subfolders=(), cre
         The folder.
     option : str
         How the user gave it (``--out``, ``RUN_DIR``), for the messages.
-    data : path, optional
-        The dataset of the same call: a folder ``path`` must not lie in (nor
-        be), or a dataset file ``path`` must not be.
+    data : path or sequence of path, optional
+        The dataset(s) of the same call: a folder ``path`` must not lie in
+        (nor be), or a dataset file ``path`` must not be.
     inputs : sequence of path
         Input folders of the same call ``path`` must not lie in (what is
         written there would be read as input the next time).
@@ -90,8 +90,8 @@ def output_folder(path, option: str, *, data=None, inputs=(), subfolders=(), cre
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path}: a file, not a folder; give a folder (it is created if missing).")
-    if data is not None:
-        data = Path(data)
+    datasets = [] if data is None else [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    for data in map(Path, datasets):
         if data.is_dir() and _inside(path, data):
             raise OutputError(f"{option} {path} is inside the data folder {data}; results written there would "
                               "mix with the dataset. Choose a folder outside it.")

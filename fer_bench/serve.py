@@ -117,13 +117,19 @@ class Refusal(Exception):
 _WORKER: dict = {}
 
 
-def _start_worker(model: str, trust: bool, options: PredictOptions, threads: int, barrier) -> None:
+def _start_worker(model: str, trust: bool, options: PredictOptions, threads: int, barrier, parent_pid: int) -> None:
     """Initializer of a worker process: load the model once; a failure is kept and raised by each call.
 
     OpenCV, the BLAS libraries and an ONNX model get ``threads`` threads each,
     so that the workers together use the machine's cores without
     oversubscribing them.  ``trust`` allows a pickle (joblib) model file.
+    The worker ends as soon as the server process ``parent_pid`` is gone,
+    also when it was killed with SIGKILL and could not stop its pool
+    (:func:`fer_bench.workers.watch_parent`).
     """
+    from .workers import watch_parent
+
+    watch_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
     _WORKER["barrier"] = barrier
     import cv2
@@ -222,7 +228,7 @@ class WorkerPool:
         threads = max(1, cpu_count() // self.workers)
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_start_worker,
                                    initargs=(self.model, self.trust, self.options, threads,
-                                             context.Barrier(self.workers)))
+                                             context.Barrier(self.workers), os.getpid()))
 
     def _warm(self, executor) -> dict:
         # As many tasks as workers at once: the executor starts a process for each,

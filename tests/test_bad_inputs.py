@@ -198,6 +198,55 @@ def test_ensemble_out_checked_first(work):
     assert not (work / "cache").exists() and not (work / "none").exists()
 
 
+def evaluate_args(work, out, *extra):
+    return ("evaluate", work / "model.skops", "--data", work / "data", "--out", out, "--cache-dir", work / "cache",
+            "--resamples", 10, *extra)
+
+
+@pytest.mark.parametrize("case", ["a file", "inside the data folder", "whose parent is a file", "evaluations file"])
+def test_evaluate_out_is_checked_before_any_work(work, case):
+    if case == "a file":
+        out, fragments = work / "out", ("a file, not a folder",)
+        out.write_text("keep me")
+    elif case == "inside the data folder":
+        out, fragments = work / "data" / "scores", ("inside the data folder", work / "data")
+    elif case == "whose parent is a file":
+        (work / "file").write_text("keep me")
+        out, fragments = work / "file" / "out", ("the folder cannot be created", "Not a directory")
+    else:
+        out, fragments = work / "out", ("evaluations is a file where a folder is written",)
+        out.mkdir()
+        (out / "evaluations").write_text("keep me")
+    before = snapshot(work)
+    line = one_line_error(invoke(*evaluate_args(work, out)), "--out", *fragments)
+    assert line.startswith(f"fer-bench: error: --out {out}")
+    assert snapshot(work) == before and not (work / "cache").exists()  # no dataset loaded, nothing written
+
+
+def test_evaluate_out_unwritable(work, restore_modes):
+    out = unwritable(work / "out")
+    before = snapshot(work)
+    one_line_error(invoke(*evaluate_args(work, out)), "--out", "cannot write in", "Permission denied")
+    assert snapshot(work) == before and not (work / "cache").exists()
+
+
+def test_evaluate_out_inside_a_second_data_folder(work):
+    class_folders(work / "other")
+    before = snapshot(work)
+    one_line_error(invoke(*evaluate_args(work, work / "other" / "out"), "--data", work / "other"),
+                   "--out", "inside the data folder", work / "other")
+    assert snapshot(work) == before
+
+
+def test_evaluate_models_checks_its_folder_first(work):
+    from fer_bench.evaluate import evaluate_models
+
+    (work / "out").write_text("keep me")
+    with pytest.raises(OutputError, match="out_dir .*out: a file, not a folder"):
+        evaluate_models([work / "model.skops"], [work / "data"], work / "out", cache_dir=work / "cache")
+    assert not (work / "cache").exists()
+
+
 def test_deploy_refuses_the_model_itself_and_a_missing_folder(work):
     before = snapshot(work)
     model = work / "model.skops"
@@ -366,6 +415,53 @@ def test_undecodable_images_name_the_file_and_the_fault(tmp_path, name, content,
     load_error(data, data / "sad" / name, fragment, "1 image file(s) could not be decoded")
 
 
+def jpeg_with_thumbnail(image, thumbnail) -> bytes:
+    """A JPEG holding a whole small JPEG (with its own end marker) in an APP1 segment, as an Exif thumbnail does."""
+    main, small = encoded(".jpg", image), encoded(".jpg", thumbnail)
+    payload = b"Exif\0\0" + small
+    return main[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + main[2:]
+
+
+def test_jpeg_truncated_walks_the_segments():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (120, 160, 3), np.uint8)
+    for whole in (encoded(".jpg", image), jpeg_with_thumbnail(image, image[:40, :40])):
+        assert not media.jpeg_truncated(whole)
+        for share in (0.02, 0.1, 0.5, 0.9, 0.99):
+            assert media.jpeg_truncated(whole[: int(len(whole) * share)]), share
+        assert media.jpeg_truncated(whole[:-2])  # only the end marker missing
+        # what follows a whole image (a motion photo's video, a maker's trailer) is not a cut
+        assert not media.jpeg_truncated(whole + b"\0\0\0\x18ftypmp42" + rng.bytes(5000))
+    cut = jpeg_with_thumbnail(image, image[:40, :40])[:-100]
+    assert b"\xff\xd9" in cut  # the thumbnail's end marker does not make a cut image whole
+    assert media.jpeg_truncated(cut)
+
+
+def test_predict_refuses_a_truncated_jpeg_and_goes_on(tmp_path, model_file):
+    # A truncated JPEG is one failed input, not records: OpenCV would fill the missing part with gray, so a face
+    # there would come out as "no face" and one across the cut labelled from a half-gray crop, with nothing in the
+    # records to say which (fer_bench.media.decode_image); the error line and exit status 1 say it.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    whole = encoded(".jpg", np.random.default_rng(6).integers(0, 255, (120, 160, 3), np.uint8))
+    (photos / "a_whole.jpg").write_bytes(whole)
+    (photos / "b_cut.jpg").write_bytes(whole[: len(whole) * 2 // 3])
+    (photos / "c_trailer.jpg").write_bytes(whole + np.random.default_rng(7).bytes(4000))
+    result = invoke("predict", model_file, photos)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("fer-bench: error:")]
+    assert errors == [f"fer-bench: error: {photos / 'b_cut.jpg'}: truncated JPEG (it has no end-of-image marker)"]
+    assert {Path(json.loads(line)["file"]).name for line in result.stdout.splitlines()} == \
+        {"a_whole.jpg", "c_trailer.jpg"}
+    assert "fer-bench: 1 input(s) failed" in result.stderr
+    # the dataset loader decodes the same way: the cut file is refused, the one with a trailer is a face
+    data = class_folders(tmp_path / "data")
+    shutil.copy(photos / "c_trailer.jpg", data / "sad" / "trailer.jpg")
+    assert sum(len(split) for split in load_dataset(data, cache_dir=False).splits) == 31
+    shutil.copy(photos / "b_cut.jpg", data / "sad" / "cut.jpg")
+    load_error(data, data / "sad" / "cut.jpg", "truncated JPEG")
+
+
 def test_several_bad_images_are_listed_under_one_line(tmp_path):
     data = class_folders(tmp_path / "data")
     for name in ("a.png", "b.png"):
@@ -501,6 +597,59 @@ def test_the_smallest_seeded_split_runs_and_calibrates_on_the_validation_faces(t
     assert record["status"] == "ok" and record["n_validation"] == 3
 
 
+def test_grid_candidates_that_count_more_faces_than_there_are_are_left_out():
+    from fer_bench.experiment.harness import candidate_grid, fit_grid_to_faces
+
+    knn = candidate_grid("knn", {}, select=True)
+    assert len(knn) == 6
+    kept, note = fit_grid_to_faces("knn", knn, 12)
+    assert [c["n_neighbors"] for c in kept] == [5, 5, 10, 10]
+    assert note == "n_neighbors=20 left out of the grid: more than the 12 training faces (2 of 6 settings; 4 tried)"
+    assert fit_grid_to_faces("knn", knn, 20) == (knn, None)  # scikit-learn allows n_neighbors == n_samples_fit
+    with pytest.raises(ValueError, match=r"^knn: every candidate of the grid needs more than the 4 training faces "
+                                         r"\(n_neighbors=5, n_neighbors=10, n_neighbors=20\); selection needs "
+                                         r"at least 5 faces"):
+        fit_grid_to_faces("knn", knn, 4)
+    # without selection the default (or a fixed value) is checked too: kNN would refuse it
+    with pytest.raises(ValueError, match=r"^knn: n_neighbors=10 needs at least 10 training faces and the training "
+                                         r"split has 8; fix a smaller value \(--param n_neighbors=8\)"):
+        fit_grid_to_faces("knn", candidate_grid("knn", {}, select=False), 8)
+    assert fit_grid_to_faces("knn", [{"n_neighbors": 8}], 8) == ([{"n_neighbors": 8}], None)
+    # the local SVM uses every face when k is larger: grid candidates above the faces would repeat one model
+    local = candidate_grid("local_svm", {}, select=True)
+    assert fit_grid_to_faces("local_svm", local, 600) == ([{"n_neighbors": 200}, {"n_neighbors": 500}],
+                                                          "n_neighbors=1000 left out of the grid: more than the 600 "
+                                                          "training faces (1 of 3 settings; 2 tried)")
+    with pytest.raises(ValueError, match="selection needs at least 200 faces"):
+        fit_grid_to_faces("local_svm", local, 150)
+    assert fit_grid_to_faces("local_svm", [{}], 150) == ([{}], None)  # a single k is used with every face
+    # grids that count no faces, and PCA components or kernel centres the grid does not vary, are kept
+    for name in ("svm", "ls_svm", "dt", "rf", "linear_svm"):
+        grid = candidate_grid(name, {}, select=True)
+        assert fit_grid_to_faces(name, grid, 12) == (grid, None)
+
+
+def test_knn_on_a_small_training_split_leaves_the_large_k_out_and_says_so(tmp_path):
+    data = class_folders(tmp_path / "data", per_class=8)
+    out = tmp_path / "out"
+    result = invoke("run", "--features", "hog", "--classifier", "knn", "--select", "--preset", "quick", "--data",
+                    data, "--out", out, "--cache-dir", tmp_path / "cache", "--no-report")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "records" / "hog__knn.json").read_text())
+    assert record["status"] == "ok" and record["n_train"] == 18
+    assert record["grid_note"] == ("n_neighbors=20 left out of the grid: more than the 18 training faces "
+                                   "(2 of 6 settings; 4 tried)")
+    assert sorted(entry["params"]["n_neighbors"] for entry in record["selection"]) == [5, 5, 10, 10]
+    assert result.stderr.count("n_neighbors=20 left out of the grid") == 1
+    # a fixed k above the training faces: the cell fails on one line stating the minimum, nothing is fitted
+    result = invoke("run", "--features", "hog", "--classifier", "knn", "--param", "n_neighbors=30", "--preset",
+                    "quick", "--data", data, "--out", tmp_path / "out2", "--cache-dir", tmp_path / "cache",
+                    "--no-report")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert ("fer-bench: hog__knn failed: ValueError: knn: n_neighbors=30 needs at least 30 training faces and the "
+            "training split has 18; fix a smaller value (--param n_neighbors=18) or use more faces") in result.stderr
+
+
 def test_a_truncated_video_says_how_many_frames_were_read(tmp_path, model_file):
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 64))
@@ -564,6 +713,26 @@ def test_a_record_holding_a_json_list(tmp_path, work):
     result = invoke("ensemble", "a,b", "--data", work / "data", "--out", work / "run", "--cache-dir",
                     work / "cache", "--no-report")
     one_line_error(result, "cell a:", "holds an array, not a record")
+
+
+@pytest.mark.parametrize("content, fragment", [("[1, 2]", "holds an array, not a record (a JSON object)"),
+                                               ("{not json", "not valid JSON"), ("", "not valid JSON")])
+def test_run_keeps_an_unreadable_record_and_says_it_reruns_the_cell(work, content, fragment):
+    out = work / "out"
+    (out / "records").mkdir(parents=True)
+    record = out / "records" / "hog__knn.json"
+    record.write_text(content)
+    (out / "records" / "hog__knn.json.bad").write_text("an earlier one")  # never overwritten
+    result = invoke(*run_args(work, out))
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "unreadable record" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"note: unreadable record {record}: {fragment}"), result.stderr
+    assert notes[0].endswith("; kept as hog__knn.json.bad2, the cell runs again")
+    assert (out / "records" / "hog__knn.json.bad2").read_text() == content
+    assert (out / "records" / "hog__knn.json.bad").read_text() == "an earlier one"
+    assert read_record(record)["status"] == "ok"
+    rerun = invoke(*run_args(work, out))  # the new record is read: the cell is skipped, no note
+    assert rerun.exit_code == 0 and "unreadable record" not in rerun.stderr and "skipped" in rerun.stderr
 
 
 # --------------------------------------------------------------------------- fuzz: malformed files

@@ -69,6 +69,55 @@ def candidate_grid(classifier: str, fixed: dict, select: bool) -> list:
     return [{**fixed, **dict(zip(keys, values))} for values in itertools.product(*(grid[k] for k in keys))]
 
 
+def fit_grid_to_faces(classifier: str, candidates: list, n_faces: int) -> tuple:
+    """The candidates that can apply to ``n_faces`` training faces, and a line for those left out (or None).
+
+    A parameter that counts training faces (``ClassifierSpec.face_counts``:
+    kNN's and the local SVM's neighbours, the least-squares SVM's kernel
+    centres, PCA components) cannot exceed them.  kNN refuses such a value
+    (scikit-learn's "Expected n_neighbors <= n_samples_fit"); the others use
+    every face instead, so their candidates above the limit would all fit the
+    same model under different names.  Such a candidate is left out of the
+    grid when the parameter is one the grid varies; a value kNN would refuse
+    is left out wherever it comes from (a fixed or default value too).
+
+    Raises
+    ------
+    ValueError
+        No candidate is left; one line stating how many faces it needs.
+    """
+    spec = check_classifier_name(classifier)
+    defaults = spec.defaults()
+    keys = {key for params in candidates for key in params}
+    varying = {key for key in keys if len({repr(params.get(key)) for params in candidates}) > 1}
+    kept, over = [], []  # over: (key, value) pairs of the candidates left out
+    for params in candidates:
+        effective = {**defaults, **params}
+        too_many = [(key, effective[key]) for key, refused in spec.face_counts.items()
+                    if (refused or key in varying) and isinstance(effective.get(key), int)
+                    and not isinstance(effective[key], bool) and effective[key] > n_faces]
+        if too_many:
+            over.extend(too_many)
+        else:
+            kept.append(params)
+    if not over:
+        return kept, None
+    shown = sorted(set(over), key=lambda pair: (pair[0], pair[1]))
+    values = ", ".join(f"{key}={value}" for key, value in shown)
+    if kept:
+        left_out = len(candidates) - len(kept)
+        return kept, (f"{values} left out of the grid: more than the {n_faces} training faces "
+                      f"({left_out} of {len(candidates)} settings; {len(kept)} tried)")
+    needed = min(value for _, value in over)
+    names = sorted({key for key, _ in over})
+    if len(candidates) == 1:
+        raise ValueError(f"{classifier}: {values} needs at least {needed} training faces and the training split "
+                         f"has {n_faces}; fix a smaller value (--param {names[0]}={n_faces}) or use more faces")
+    raise ValueError(f"{classifier}: every candidate of the grid needs more than the {n_faces} training faces "
+                     f"({values}); selection needs at least {needed} faces, or fix a value "
+                     f"(--param {names[0]}={n_faces})")
+
+
 def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y_val, *, n_jobs=None) -> list:
     """Validation accuracy and fit seconds of ``estimator`` under each ``classifier_params`` candidate.
 
@@ -215,6 +264,12 @@ def run_classic_cell(
     out_dir = Path(out_dir)
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()
+    # Settings that count more neighbours or centres than there are training faces are left out (said once),
+    # or the cell fails here, before any extraction, saying how many faces it needs.
+    n_faces = len(dataset.train) * (2 if flip else 1)
+    candidates, grid_note = fit_grid_to_faces(classifier, candidate_grid(classifier, fixed, select), n_faces)
+    if grid_note:
+        log(f"{name}: note: {grid_note}")
     with contextlib.ExitStack() as stack:
         # One cell still extracts each split's features once: without a cache folder, or with one that cannot
         # be written (one warning), a temporary folder serves it and its selection workers.
@@ -236,7 +291,6 @@ def run_classic_cell(
         extract_seconds = time.perf_counter() - extract_start
         log(f"{name}: features {n_features} per face ({extract_seconds:.1f} s, cached on reuse)")
 
-        candidates = candidate_grid(classifier, fixed, select)
         if len(candidates) > 1:
             parallel = check_classifier_name(classifier).grid_parallel
             log(f"{name}: trying {len(candidates)} settings on {val.name}" + (", in parallel" if parallel else ""))
@@ -271,6 +325,7 @@ def run_classic_cell(
         "classifier": classifier,
         "classifier_params": model.classifier_params,
         "selection": selection,
+        "grid_note": grid_note,
         "validation_accuracy": val_accuracy,
         "flip_augmentation": flip,
         "seed": seed,

@@ -274,11 +274,34 @@ def finished_record(path: Path, config: dict) -> dict | None:
         return None
     try:
         record = read_record(path)
-    except ValueError:  # damaged: the cell runs again and its record replaces the file
+    except ValueError:  # damaged: the cell runs again (run_sweep has set the file aside, see set_aside_unreadable)
         return None
     if record.get("status") != "ok" or record.get("config") != json.loads(json.dumps(config)):
         return None
     return record
+
+
+def set_aside_unreadable(path: Path, log) -> Path | None:
+    """Move a record file that cannot be read (not JSON, a JSON list ...) to ``NAME.json.bad`` and say so.
+
+    Its cell then runs again and writes a new record; the old file is kept
+    for a look (``.bad``, ``.bad2`` ... never overwritten) and no longer
+    counts as a record (reports read ``records/*.json``).  Returns where it
+    went, or None when the file is readable or missing.
+    """
+    if not path.is_file():
+        return None
+    try:
+        read_record(path)
+        return None
+    except ValueError as error:
+        reason = str(error)
+    number = 1
+    while (bad := path.with_name(f"{path.name}.bad{number if number > 1 else ''}")).exists():
+        number += 1
+    os.replace(path, bad)
+    log(f"note: unreadable record {reason}; kept as {bad.name}, the cell runs again")
+    return bad
 
 
 @dataclass(frozen=True)
@@ -492,6 +515,8 @@ def run_sweep(
                        batch_size=batch_size, train_params=train_params, cache=cache, ensembles=ensembles)
     from .plan import TimeLeft, clock, feature_seconds
 
+    for cell in cells:  # before anything reads them: a damaged record is never replaced silently
+        set_aside_unreadable(out_dir / "records" / f"{cell.name}.json", log)
     todo = [cell for cell in cells
             if force or finished_record(out_dir / "records" / f"{cell.name}.json", cell.config) is None]
     classic_todo = [cell.name for cell in todo if cell.family == "classic"]

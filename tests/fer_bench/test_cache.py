@@ -432,3 +432,46 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list:
+    """Process ids whose parent is ``pid``, read from /proc."""
+    found = []
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_path.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_path.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_serve_workers_end_when_the_server_is_killed(tmp_path):
+    pytest.importorskip("dlib")
+    pytest.importorskip("flask")
+    pytest.importorskip("waitress")
+    from fer_classic.model import ClassicModel
+
+    X, y = synthetic_faces(70, seed=1)
+    model = ClassicModel("hog", "svm", classifier_params={"pca_components": 10}).fit(X, y).save(tmp_path / "m.skops")
+    process = subprocess.Popen([sys.executable, "-m", "fer_bench.cli", "serve", "--model", str(model), "--port", "0",
+                                "--workers", "2"], env={**os.environ, "PYTHONPATH": str(REPO)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = []
+    try:
+        url = process.stdout.readline().strip()  # printed once every worker has loaded the model
+        assert url.startswith("http://127.0.0.1:"), process.stderr.read() if process.poll() is not None else url
+        workers = _children(process.pid)
+        assert len(workers) >= 2 and all(_alive(pid) for pid in workers)  # the two workers (and spawn's tracker)
+        process.kill()  # SIGKILL: the server cannot shut its pool down
+        process.wait(timeout=30)  # (not communicate: workers left alive would hold its pipes open)
+        assert wait_until_dead(workers) == [], "serve's worker processes outlived the killed server"
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)

@@ -211,6 +211,13 @@ def test_a_truncated_jpeg_upload_is_400(client, photos):
     assert response.get_json()["error"] == "upload: a truncated or corrupt JPEG (its header cannot be read)"
 
 
+def test_a_jpeg_cut_after_its_header_is_400_as_predict_refuses_it(client, photos):
+    data = (photos / "small.jpg").read_bytes()
+    response = client.post("/api/predict", data=data[: len(data) // 2], content_type="image/jpeg")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "upload: truncated JPEG (it has no end-of-image marker)"
+
+
 def test_a_form_without_the_image_field_is_400(client, photos):
     response = upload(client, photos / "small.jpg", field="photo")
     assert response.status_code == 400
