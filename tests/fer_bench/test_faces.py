@@ -57,7 +57,7 @@ def eye_line_degrees(crop: np.ndarray) -> float:
 # --------------------------------------------------------------------------- detectors
 
 
-@pytest.mark.parametrize("name", ["haar", "dlib-hog"])
+@pytest.mark.parametrize("name", ["haar", "dlib-hog", "dlib-verified"])
 @pytest.mark.parametrize("photo, known", [(astronaut, ASTRONAUT_FACE), (hopper, HOPPER_FACE)], ids=["astronaut", "hopper"])
 def test_detectors_find_the_face_in_real_photos(name, photo, known):
     boxes = F.get_detector(name).detect(photo(), min_face=80)
@@ -84,11 +84,47 @@ def test_cnn_detector_runs_same_sized_frames_as_one_batch():
 
 
 def test_registry_and_unknown_detector():
-    assert set(F.DETECTORS) == {"haar", "dlib-hog", "dlib-cnn"}
+    assert set(F.DETECTORS) == {"haar", "dlib-hog", "dlib-cnn", "dlib-verified"}
     assert F.DEFAULT_DETECTOR in F.DETECTORS
     assert F.get_detector("dlib-hog") is F.get_detector("DLIB-HOG")  # one instance per process
-    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'; choose from haar, dlib-hog, dlib-cnn"):
+    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'; choose from haar, dlib-hog, dlib-cnn, dlib-verified"):
         F.get_detector("mtcnn")
+
+
+def test_default_detector_reports_no_false_face_where_dlib_hog_does():
+    # dlib-hog alone finds a second, false face low on the astronaut's suit
+    # and one on a scatter chart; the default confirms each candidate with the CNN.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    rng = np.random.default_rng(1)
+    rng.uniform(size=7), rng.normal(size=(100, 3))  # the scatter chart of benchmarks/bench_detectors.py
+    ax.scatter(*rng.normal(size=(2, 200)), c=rng.uniform(size=200))
+    fig.canvas.draw()
+    chart = cv2.cvtColor(np.asarray(fig.canvas.buffer_rgba())[..., :3], cv2.COLOR_RGB2GRAY)
+    plt.close(fig)
+    assert F.DEFAULT_DETECTOR == "dlib-verified"
+    hog, default = F.get_detector("dlib-hog"), F.get_detector()
+    assert len(hog.detect(astronaut())) == 2 and len(hog.detect(chart)) == 1
+    found = default.detect(astronaut())
+    assert len(found) == 1 and matches(found[0], ASTRONAUT_FACE)
+    assert default.detect(chart) == []
+
+
+def test_default_detector_finds_faces_dlib_hog_misses():
+    # The cameraman (turned, in shadow) and the astronaut with a dark bar over her eyes.
+    from skimage import data
+
+    covered = astronaut().copy()
+    covered[80:105, 172:272] = 20
+    cameraman = {"centre": (235, 155), "width": (45, 100)}
+    for image, known in ((data.camera(), cameraman), (covered, ASTRONAUT_FACE)):
+        assert not any(matches(b, known) for b in F.get_detector("dlib-hog").detect(image))
+        found = F.get_detector().detect(image)
+        assert len(found) == 1 and matches(found[0], known), found
 
 
 def test_no_face_in_a_photo_without_one():

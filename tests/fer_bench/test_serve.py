@@ -132,7 +132,7 @@ def test_model_and_health(client):
     assert (info["features"], info["classifier"]) == ("hog", "knn")
     assert info["scores"] is None  # this model was fitted by hand, not by the harness
     assert (info["workers"], info["queue"], info["max_upload"]) == (1, 8, 10_000_000)
-    assert info["max_pixels"] == P.MAX_IMAGE_PIXELS and info["detector"] == "dlib-hog"
+    assert info["max_pixels"] == P.MAX_IMAGE_PIXELS and info["detector"] == "dlib-verified"
     health = client.get("/healthz")
     assert health.status_code == 200 and health.get_json()["status"] == "ok"
 
