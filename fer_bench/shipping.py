@@ -61,7 +61,9 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
     run_dir = Path(run_dir)
     record = json.loads((run_dir / "records" / f"{cell}.json").read_text())
     source = Path(record["model_path"])
-    if not source.is_absolute():
+    # A sweep's records name files relative to the run folder, `train cnn`'s
+    # relative to where it ran.
+    if not source.is_absolute() and (run_dir / source).is_file():
         source = run_dir / source
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
     if onnx:
