@@ -161,6 +161,7 @@ def run_deep_cell(
         "arch_params": model.arch_params,
         "train_params": model.training_params_,
         "selection": selection,
+        "grid_note": None,  # a CNN has no selection grid to fit to the training faces
         "validation_accuracy": val_accuracy,
         "flip_augmentation": bool(model.training_params_.get("augment") and model.training_params_.get("flip")),
         "tta": tta,

@@ -345,7 +345,7 @@ def test_killed_sweep_resumes_with_only_the_interrupted_cell(tmp_path, signal_nu
     process = start_and_wait(command, env, (out / "dt-started").exists, "the sweep never reached the second cell")
     try:
         process.send_signal(signal_number)
-        _, stderr = process.communicate(timeout=30)
+        _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()

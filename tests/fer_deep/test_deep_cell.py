@@ -40,8 +40,9 @@ def test_deep_cell_writes_the_classic_record_format_and_resumes(dataset, tmp_pat
     classic = run_classic_cell(dataset, "hog", "dt", tmp_path / "classic", select=False, log=lambda m: None)
     assert set(classic) - set(record) == set()
     assert record["cell"] == "cnn-tutorial" and record["family"] == "deep"
-    assert record["split"] == {"train": "Training", "validation": "PublicTest", "test": "PrivateTest",
-                               "method": "fixed synthetic split"}
+    assert {key: record["split"][key] for key in ("train", "validation", "test", "method")} == {
+        "train": "Training", "validation": "PublicTest", "test": "PrivateTest", "method": "fixed synthetic split"}
+    assert record["split"]["per_class"] == classic["split"]["per_class"]
     assert (record["n_train"], record["n_validation"], record["n_test"]) == (28, 14, 14)
     assert record["epochs_run"] == 1 and len(record["history"]["loss"]) == 1
     assert record["train_params"]["patience"] == 3
