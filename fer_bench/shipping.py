@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ._core import write_json_atomic
+from .experiment.harness import resolve_path
 from .models import SHIPPED_DIR, load_model
 
 RECORD_FIELDS = ("cell", "family", "dataset", "dataset_key", "split", "seed", "n_train", "n_test", "features",
@@ -60,11 +61,9 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
 
     run_dir = Path(run_dir)
     record = json.loads((run_dir / "records" / f"{cell}.json").read_text())
-    source = Path(record["model_path"])
-    # A sweep's records name files relative to the run folder, `train cnn`'s
-    # relative to where it ran.
-    if not source.is_absolute() and (run_dir / source).is_file():
-        source = run_dir / source
+    source = resolve_path(run_dir, record["model_path"])
+    if source is None:
+        raise FileNotFoundError(f"{record['model_path']}: cell {cell}'s model is not in {run_dir}")
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
     if onnx:
         from fer_deep.onnx_model import export_onnx

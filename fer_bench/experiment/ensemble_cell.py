@@ -18,7 +18,7 @@ import numpy as np
 from ..ensemble import EnsembleModel
 from ..metrics import classification_metrics, mcnemar_test
 from ..models import load_model
-from .harness import cell_record, read_record, time_prediction_isolated, write_cell_outputs
+from .harness import cell_record, read_record, resolve_path, time_prediction_isolated, write_cell_outputs
 
 
 def member_records(out_dir, cells) -> list:
@@ -69,8 +69,10 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
                              f"than {dataset.name} ({dataset.content_key})")
     members = []
     for record in records:
-        path = Path(record["model_path"])
-        members.append(load_model(path if path.is_absolute() else out_dir / path))
+        path = resolve_path(out_dir, record["model_path"])
+        if path is None:
+            raise ValueError(f"cell {record['cell']}: its model {record['model_path']} is not in {out_dir}")
+        members.append(load_model(path))
     model = EnsembleModel(members, names=[record["cell"] for record in records])
     val, test = dataset.val, dataset.test
     log(f"{name}: weighing {', '.join(model.names)} on {val.name} ({len(val):,} faces)")

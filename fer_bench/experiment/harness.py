@@ -387,6 +387,27 @@ def cell_record(dataset, name: str, family: str, started, versions: dict, fields
     }
 
 
+def resolve_path(run_dir, value) -> Path | None:
+    """The file a record's path names, looked up in ``run_dir`` first; None if it is nowhere.
+
+    A relative path is relative to the run folder.  An absolute path is tried
+    as ``run_dir/<folder>/<file>`` first (the run folder may have moved since
+    the record was written), then as it stands.
+    """
+    if not value:
+        return None
+    run_dir = Path(run_dir)
+    path = Path(value)
+    candidates = [run_dir / path] if not path.is_absolute() else []
+    candidates += [run_dir.joinpath(*path.parts[-2:]), run_dir / path.name]
+    if path.is_absolute():
+        candidates.append(path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def write_cell_outputs(out_dir, record, model, model_suffix, y_true, y_pred, proba, wall_start) -> dict:
     """Save a finished cell's model, test predictions and record (in that order: the record last).
 

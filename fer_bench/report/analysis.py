@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..experiment.harness import load_predictions, machine_info, read_record
+from ..experiment.harness import load_predictions, machine_info, read_record, resolve_path
 from ..metrics import evaluate_predictions, group_labels, mcnemar_test
 
 ALPHA = 0.05
@@ -37,27 +37,6 @@ class ReportError(ValueError):
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def resolve_path(run_dir, value) -> Path | None:
-    """The file a record's path names, looked up in ``run_dir`` first; None if it is nowhere.
-
-    A relative path is relative to the run folder.  An absolute path is tried
-    as ``run_dir/<folder>/<file>`` first (the run folder may have moved since
-    the record was written), then as it stands.
-    """
-    if not value:
-        return None
-    run_dir = Path(run_dir)
-    path = Path(value)
-    candidates = [run_dir / path] if not path.is_absolute() else []
-    candidates += [run_dir.joinpath(*path.parts[-2:]), run_dir / path.name]
-    if path.is_absolute():
-        candidates.append(path)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def load_records(run_dir) -> list:
