@@ -131,7 +131,7 @@ def test_predict_folder_json_lines(model_path, photos):
         assert record["valence"] == P.VALENCE[record["label"]]
     [none] = by_file["coffee.jpg"]
     assert none["face"] is None and none["box"] is None and none["label"] is None and none["probabilities"] is None
-    assert none["reason"] == "no face found by dlib-hog (faces at least 80 px wide)"
+    assert none["reason"] == "no face found by dlib-verified (faces at least 80 px wide)"
     assert "4 face(s) in 4 of 4 input(s)" in result.stderr
 
 
@@ -154,7 +154,7 @@ def test_min_face_option(model_path, photos):
     assert record["face"] is None and "at least 150 px" in record["reason"]
     result = run_predict(model_path, photos / "astronaut.png", "--detector", "yolo")
     assert result.exit_code == 1
-    assert "'yolo' is not one of 'haar', 'dlib-hog', 'dlib-cnn'" in result.stderr
+    assert "'yolo' is not one of 'haar', 'dlib-hog', 'dlib-cnn', 'dlib-verified'" in result.stderr
 
 
 def test_json_and_csv_files(model_path, photos, tmp_path):
@@ -266,7 +266,7 @@ def test_video_frames_without_a_face_get_a_record(model_path, tmp_path):
     result = run_predict(model_path, path)
     records = records_of(result.stdout)
     assert [(r["frame"], r["face"]) for r in records] == [(0, None), (1, None), (2, None), (3, None)]
-    assert all(r["reason"].startswith("no face found by dlib-hog") for r in records)
+    assert all(r["reason"].startswith("no face found by dlib-verified") for r in records)
 
 
 def test_camera_is_read_live_one_frame_at_a_time(model_path, video, monkeypatch):

@@ -169,7 +169,7 @@ def test_a_photo_without_a_face_says_so(client, photos):
     answer = upload(client, photos / "coffee.jpg").get_json()
     [record] = answer["records"]
     assert record["face"] is None and record["box"] is None and record["label"] is None
-    assert record["reason"].startswith("no face found by dlib-hog")
+    assert record["reason"].startswith("no face found by dlib-verified")
 
 
 # --------------------------------------------------------------------------- refusals
