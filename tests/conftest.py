@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,31 @@ def write_kaggle_layout(root: Path, per_class: int = 3, prefixes=True, seed: int
 @pytest.fixture
 def kaggle_dir(tmp_path):
     return write_kaggle_layout(tmp_path / "fer2013")
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie counts as dead; reads /proc)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def wait_until_dead(pids, seconds: float = 20) -> list:
+    """Waits up to ``seconds`` for the processes to end; the ones still running."""
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if alive(pid)]
+
+
+def kill_survivors(pids) -> None:
+    """SIGKILL those of ``pids`` still running, so a failed test leaves no orphans."""
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

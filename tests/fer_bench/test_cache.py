@@ -26,7 +26,7 @@ from fer_bench.cache import cache_info, clear_cache
 from fer_bench.cli import cli
 from fer_bench.data import load_fer2013_folders
 from fer_classic.features import make_features, transform_faces
-from conftest import synthetic_faces, write_kaggle_layout
+from conftest import alive, kill_survivors, synthetic_faces, wait_until_dead, write_kaggle_layout
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -364,18 +364,6 @@ cli(["run", "--features", "lbp", "--classifier", "dt", "--data", sys.argv[2], "-
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead too
-        with open(f"/proc/{pid}/stat") as stat_file:
-            return stat_file.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def start_sweep_with_workers(tmp_path):
     """A sweep whose one cell has two loky workers asleep; returns the process and the workers' ids."""
     data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
@@ -396,13 +384,6 @@ def start_sweep_with_workers(tmp_path):
     return process, [int(path.read_text()) for path in out.glob("worker-*.pid")]
 
 
-def wait_until_dead(pids, seconds: float = 20) -> list:
-    deadline = time.monotonic() + seconds
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return [pid for pid in pids if _alive(pid)]
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_exits_143_with_the_interrupt_line(tmp_path):
     process, workers = start_sweep_with_workers(tmp_path)
@@ -413,9 +394,7 @@ def test_sigterm_exits_143_with_the_interrupt_line(tmp_path):
         assert "interrupted; finished cells are saved" in stderr and "Traceback" not in stderr
         assert wait_until_dead(workers) == []
     finally:
-        for pid in workers:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_survivors(workers)
         if process.poll() is None:
             process.kill()
 
@@ -424,14 +403,12 @@ def test_sigterm_exits_143_with_the_interrupt_line(tmp_path):
 def test_workers_end_when_their_parent_is_killed(tmp_path):
     process, workers = start_sweep_with_workers(tmp_path)
     try:
-        assert all(_alive(pid) for pid in workers)
+        assert all(alive(pid) for pid in workers)
         process.kill()  # SIGKILL: nothing in the parent runs
         process.communicate(timeout=30)
         assert wait_until_dead(workers) == [], "worker processes outlived their killed parent"
     finally:
-        for pid in workers:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_survivors(workers)
 
 
 def _children(pid: int) -> list:
@@ -464,14 +441,12 @@ def test_serve_workers_end_when_the_server_is_killed(tmp_path):
         url = process.stdout.readline().strip()  # printed once every worker has loaded the model
         assert url.startswith("http://127.0.0.1:"), process.stderr.read() if process.poll() is not None else url
         workers = _children(process.pid)
-        assert len(workers) >= 2 and all(_alive(pid) for pid in workers)  # the two workers (and spawn's tracker)
+        assert len(workers) >= 2 and all(alive(pid) for pid in workers)  # the two workers (and spawn's tracker)
         process.kill()  # SIGKILL: the server cannot shut its pool down
         process.wait(timeout=30)  # (not communicate: workers left alive would hold its pipes open)
         assert wait_until_dead(workers) == [], "serve's worker processes outlived the killed server"
     finally:
-        for pid in workers:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_survivors(workers)
         if process.poll() is None:
             process.kill()
         process.communicate(timeout=30)

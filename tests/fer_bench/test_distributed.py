@@ -28,7 +28,7 @@ from fer_bench.experiment import distributed as fer_dask
 from fer_bench.experiment import sweep
 from fer_bench.experiment.harness import cell_id, load_predictions, save_predictions
 
-from conftest import CLASSES, synthetic_faces, write_kaggle_layout
+from conftest import CLASSES, kill_survivors, synthetic_faces, wait_until_dead, write_kaggle_layout
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = {"features": ["lbp", "hog"], "classifiers": ["knn", "dt"]}
@@ -255,18 +255,6 @@ if __name__ == "__main__":  # the workers' processes start from this file too
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead too
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_interrupted_client_cancels_its_tasks_and_a_rerun_completes_only_the_missing_cells(tmp_path):
     data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
@@ -293,13 +281,9 @@ def test_interrupted_client_cancels_its_tasks_and_a_rerun_completes_only_the_mis
     try:
         assert process.returncode == 130, stderr
         assert "interrupted; finished cells are saved" in stderr
-        deadline = time.monotonic() + 30
-        while _alive(hanging) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(hanging), "the worker running the cancelled cell outlived the client"
+        assert wait_until_dead([hanging], 30) == [], "the worker running the cancelled cell outlived the client"
     finally:
-        if _alive(hanging):
-            os.kill(hanging, signal.SIGKILL)
+        kill_survivors([hanging])
     assert files_of(out / "records") == ["lbp__knn.json", "lbp__svm.json"]
 
     (out / "calls.txt").unlink()

@@ -21,7 +21,7 @@ from fer_bench.data import Dataset, Split
 from fer_bench.experiment.harness import cell_id, save_predictions
 from fer_classic.classifiers import CLASSIFIERS
 
-from conftest import CLASSES, synthetic_faces, write_kaggle_layout
+from conftest import CLASSES, alive, kill_survivors, synthetic_faces, wait_until_dead, write_kaggle_layout
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -386,18 +386,6 @@ cli(["run", "--features", "lbp", "--classifier", "dt", "--data", sys.argv[2], "-
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead too
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_the_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
     out, command = sweep_script_command(tmp_path, TERM_SCRIPT)
@@ -405,14 +393,12 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
                              lambda: len(list(out.glob("worker-*.pid"))) == 2, "the workers never started", timeout=90)
     try:
         workers = [int(path.read_text()) for path in out.glob("worker-*.pid")]
-        assert all(_alive(pid) for pid in workers)
+        assert all(alive(pid) for pid in workers)
         process.send_signal(signal.SIGTERM)
         # Orphaned workers would hold the pipes open, so communicate() would time out.
         _, stderr = process.communicate(timeout=60)
     except BaseException:
-        for path in out.glob("worker-*.pid"):
-            if _alive(int(path.read_text())):
-                os.kill(int(path.read_text()), signal.SIGKILL)
+        kill_survivors([int(path.read_text()) for path in out.glob("worker-*.pid")])
         raise
     finally:
         if process.poll() is None:
@@ -420,11 +406,6 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
     try:
         assert process.returncode == 143  # 128 + SIGTERM, as a shell reports it
         assert "interrupted; finished cells are saved" in stderr and "Traceback" not in stderr
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(_alive(pid) for pid in workers), "worker processes outlived the stopped sweep"
+        assert wait_until_dead(workers, 30) == [], "worker processes outlived the stopped sweep"
     finally:  # on failure, leave no sleeping orphans behind
-        for pid in workers:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_survivors(workers)
