@@ -94,20 +94,16 @@ def measure_fer(faces: np.ndarray, batch: int, singles: int, test_X: np.ndarray,
     border to the crop), one picture a call; batched, all faces tiled in one
     picture with their boxes, one call.
     """
-    import importlib.util
+    from benchmarks.bench_predict import import_fer, limit_tensorflow_threads, one_thread
 
-    if importlib.util.find_spec("fer") is None:
-        return {"error": "the fer package is not installed"}
-    try:
-        from fer.fer import FER
-    except Exception as error:  # its own imports failing: pkg_resources, TensorFlow, requests
-        return {"error": f"fer is installed but cannot be imported: {type(error).__name__}: {error}"}
+    FER, error = import_fer()
+    if error:
+        return {"error": error}
+    import importlib.util
     import importlib.metadata as md
 
     import cv2
     import tensorflow as tf
-
-    from benchmarks.bench_predict import limit_tensorflow_threads, one_thread
 
     limit_tensorflow_threads()
     tflite_path = Path(importlib.util.find_spec("fer").origin).parent / "data" / "emotion_model_quantized.tflite"

@@ -188,16 +188,24 @@ def time_pipeline(model, frames, detector: str, *, min_face: int = 48) -> dict:
             "faces_found": faces_found, "faces_placed": faces_placed}
 
 
-def fer_reference(faces, frames, *, batch: int = 500, singles: int = 100, video_frames=None) -> dict:
-    """Time the ``fer`` package (its default: Haar detector + its TFLite emotion CNN); ``{"error": ...}`` if absent."""
+def import_fer():
+    """``(fer's FER class, None)``, or ``(None, why it cannot be used)``."""
     import importlib.util
 
     if importlib.util.find_spec("fer") is None:
-        return {"error": "the fer package is not installed"}
+        return None, "the fer package is not installed"
     try:
         from fer.fer import FER
     except Exception as error:  # its own imports failing: pkg_resources, TensorFlow, requests
-        return {"error": f"fer is installed but cannot be imported: {type(error).__name__}: {error}"}
+        return None, f"fer is installed but cannot be imported: {type(error).__name__}: {error}"
+    return FER, None
+
+
+def fer_reference(faces, frames, *, batch: int = 500, singles: int = 100, video_frames=None) -> dict:
+    """Time the ``fer`` package (its default: Haar detector + its TFLite emotion CNN); ``{"error": ...}`` if absent."""
+    FER, error = import_fer()
+    if error:
+        return {"error": error}
     import cv2
 
     limit_tensorflow_threads()
