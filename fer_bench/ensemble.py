@@ -182,7 +182,7 @@ class EnsembleModel:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-ensemble-") as scratch:
             files = []
             for index, (name, member) in enumerate(zip(self.names, self.members)):
-                suffix = ".zip" if member.family in ("deep", "ensemble") else ".skops"
+                suffix = _member_suffix(member)
                 saved = member.save(Path(scratch) / f"{index}{suffix}")
                 files.append((f"members/{index}-{_file_safe(name)}{suffix}", saved))
             description = {
@@ -227,6 +227,13 @@ class EnsembleModel:
         shown = ", ".join(f"{name}: {w:.2f}" for name, w in zip(self.names, weights)) if weights is not None else \
             ", ".join(self.names)
         return f"EnsembleModel({shown})"
+
+
+def _member_suffix(member) -> str:
+    """The file suffix a member's own ``save`` writes (``load_model`` tells the formats apart by it)."""
+    if getattr(member, "runtime", None) == "onnxruntime":
+        return ".onnx"
+    return ".zip" if member.family in ("deep", "ensemble") else ".skops"
 
 
 def _file_safe(name: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -132,14 +131,18 @@ class OnnxModel:
         except ImportError as error:
             raise DeepModelFileError(f"{self.path}: running an ONNX model needs onnxruntime ({error}); "
                                      f"pip install onnxruntime") from None
-        if not self.path.is_file():
-            raise DeepModelFileError(f"{self.path}: no such model file")
+        if not hasattr(self, "model_bytes_"):
+            if not self.path.is_file():
+                raise DeepModelFileError(f"{self.path}: no such model file")
+            # The bytes stay with the model: it saves and pickles without its file (an ensemble's members are
+            # read from a temporary folder).
+            self.model_bytes_ = self.path.read_bytes()
         options = onnxruntime.SessionOptions()
         if self.threads is not None:
             options.intra_op_num_threads = int(self.threads)
             options.inter_op_num_threads = 1
         try:
-            self.session_ = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session_ = onnxruntime.InferenceSession(self.model_bytes_, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types on damaged or foreign files
             raise DeepModelFileError(f"{self.path}: not a readable ONNX model ({type(error).__name__})") from None
         props = self.session_.get_modelmeta().custom_metadata_map
@@ -196,11 +199,11 @@ class OnnxModel:
         return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
 
     def save(self, path) -> Path:
-        """Copy the ONNX file to ``path`` (atomically)."""
+        """Write the ONNX file to ``path`` (atomically)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _core.replacing(path, suffix=".tmp") as tmp:
-            shutil.copyfile(self.path, tmp)
+            Path(tmp).write_bytes(self.model_bytes_)
         return path
 
     def __getstate__(self):

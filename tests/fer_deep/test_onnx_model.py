@@ -84,3 +84,32 @@ def test_onnx_prediction_imports_neither_tensorflow_nor_keras(cnn_file, tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(result["labels"]) == 3 and result["loaded"] == []
+
+
+def test_fusion_with_an_onnx_member_saves_and_reloads_without_tensorflow(cnn_file, tmp_path):
+    from fer_bench.ensemble import EnsembleModel
+    from fer_classic.model import ClassicModel
+
+    onnx_path = export_onnx(DeepModel.load(cnn_file), tmp_path / "cnn.onnx")
+    onnx_model = load_model(onnx_path, threads=1)
+    X, y = synthetic_faces(28, seed=7)
+    classic = ClassicModel("hog", "knn").fit(X, y)
+    fusion = EnsembleModel([onnx_model, classic], names=["cnn", "hog__knn"], weights=[0.7, 0.3])
+    onnx_path.unlink()  # the member keeps its graph: the ensemble saves without the file it came from
+    saved = fusion.save(tmp_path / "fusion.zip")
+    faces = synthetic_faces(12, seed=9)[0]
+    np.save(tmp_path / "faces.npy", faces)
+    code = (
+        "import sys, json, numpy as np\n"
+        "from fer_bench.models import load_model\n"
+        f"model = load_model({str(saved)!r})\n"
+        f"proba = model.predict_proba(np.load({str(tmp_path / 'faces.npy')!r}))\n"
+        "print(json.dumps({'proba': proba.tolist(), 'families': [m.family for m in model.members], "
+        "'loaded': sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["loaded"] == [] and result["families"] == ["deep", "classic"]
+    np.testing.assert_array_equal(np.asarray(result["proba"]), fusion.predict_proba(faces))
