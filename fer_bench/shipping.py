@@ -5,8 +5,8 @@
     python -m fer_bench.shipping RUN_DIR CELL NAME --data DATA --command "fer-bench run ..." \\
         --description "..." [--default] [--onnx]
 
-The model file is copied (a Keras CNN is exported to ONNX with ``--onnx``, so
-it runs without TensorFlow), then scored again from the copy on the run's test
+The model file is copied (with ``--onnx``, a Keras CNN, or an ensemble's Keras
+CNN members, is exported to ONNX, so it runs without TensorFlow), then scored again from the copy on the run's test
 split: the shipped record holds that score, which must equal the run
 record's (a mismatch stops the shipping).  The record also holds the command
 that trained the model, the code commit, the dataset's content key, the
@@ -31,7 +31,8 @@ from .models import SHIPPED_DIR, load_model
 RECORD_FIELDS = ("cell", "family", "dataset", "dataset_key", "split", "seed", "n_train", "n_test", "features",
                  "feature_params", "classifier", "classifier_params", "chosen_params", "arch", "tta",
                  "best_epoch", "epochs_run", "fit_seconds", "predict_ms_per_face", "predict_ms_single",
-                 "predict_threads", "accuracy", "f1_macro", "precision_macro", "recall_macro", "per_class",
+                 "predict_threads", "members", "member_families", "weights", "validation_accuracy", "best_member",
+                 "mcnemar_vs_best_member", "accuracy", "f1_macro", "precision_macro", "recall_macro", "per_class",
                  "confusion_matrix", "started", "versions")
 """Fields of the run record that the shipped record keeps."""
 
@@ -45,6 +46,32 @@ def git_commit(folder) -> str | None:
     except OSError:
         return None
     return done.stdout.strip() or None
+
+
+def with_onnx_members(ensemble):
+    """The same ensemble with each Keras CNN member exported to ONNX (so it runs without TensorFlow)."""
+    import tempfile
+
+    from fer_deep.onnx_model import OnnxModel, export_onnx
+
+    from .ensemble import EnsembleModel
+
+    members = []
+    with tempfile.TemporaryDirectory(prefix="fer-ship-") as scratch:
+        for index, member in enumerate(ensemble.members):
+            if member.family == "deep" and getattr(member, "runtime", None) != "onnxruntime":
+                member = OnnxModel.load(export_onnx(member, Path(scratch) / f"{index}.onnx"))
+            members.append(member)
+    converted = EnsembleModel(members, names=ensemble.names, weights=ensemble.weights_, metadata=ensemble.metadata)
+    converted.validation_accuracy_ = getattr(ensemble, "validation_accuracy_", None)
+    return converted
+
+
+def runtime_of(model) -> str:
+    """What runs ``model``: onnxruntime, keras or scikit-learn (an ensemble: its members', joined by +)."""
+    if model.family == "ensemble":
+        return " + ".join(dict.fromkeys(runtime_of(member) for member in model.members))
+    return getattr(model, "runtime", None) or ("keras" if model.family == "deep" else "scikit-learn")
 
 
 def ship(run_dir, cell: str, name: str, *, data, command: str, description: str, default: bool = False,
@@ -65,7 +92,9 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
     if source is None:
         raise FileNotFoundError(f"{record['model_path']}: cell {cell}'s model is not in {run_dir}")
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
-    if onnx:
+    if onnx and record["family"] in ("ensemble", "fusion"):
+        target = with_onnx_members(load_model(source)).save(SHIPPED_DIR / f"{name}.zip")
+    elif onnx:
         from fer_deep.onnx_model import export_onnx
 
         target = export_onnx(load_model(source), SHIPPED_DIR / f"{name}.onnx")
@@ -98,7 +127,7 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
         "description": description,
         "command": command,
         "commit": commit or record.get("git_commit") or git_commit(Path(__file__).parent),
-        "runtime": "onnxruntime" if onnx else ("keras" if record["family"] == "deep" else "scikit-learn"),
+        "runtime": runtime_of(shipped_model),
         "test": test.name,
         **{key: record[key] for key in RECORD_FIELDS if key in record},
         "accuracy": scores["accuracy"],
@@ -125,7 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--command", required=True, help="The command that trained the model.")
     parser.add_argument("--description", required=True)
     parser.add_argument("--default", action="store_true", help="Make it the model predict uses by default.")
-    parser.add_argument("--onnx", action="store_true", help="Export a Keras CNN to ONNX.")
+    parser.add_argument("--onnx", action="store_true", help="Export a Keras CNN (or an ensemble's CNN members) to ONNX.")
     args = parser.parse_args(argv)
     shipped = ship(args.run_dir, args.cell, args.name, data=args.data, command=args.command,
                    description=args.description, default=args.default, onnx=args.onnx)

@@ -113,3 +113,19 @@ def test_fusion_with_an_onnx_member_saves_and_reloads_without_tensorflow(cnn_fil
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loaded"] == [] and result["families"] == ["deep", "classic"]
     np.testing.assert_array_equal(np.asarray(result["proba"]), fusion.predict_proba(faces))
+
+
+def test_shipping_an_ensemble_exports_its_keras_members_to_onnx(cnn_file):
+    from fer_bench.ensemble import EnsembleModel
+    from fer_bench.shipping import runtime_of, with_onnx_members
+    from fer_classic.model import ClassicModel
+
+    X, y = synthetic_faces(28, seed=7)
+    keras_fusion = EnsembleModel([DeepModel.load(cnn_file), ClassicModel("hog", "knn").fit(X, y)],
+                                 names=["cnn", "hog__knn"], weights=[0.6, 0.4])
+    shipped = with_onnx_members(keras_fusion)
+    assert [type(member).__name__ for member in shipped.members] == ["OnnxModel", "ClassicModel"]
+    assert shipped.names == keras_fusion.names and list(shipped.weights_) == list(keras_fusion.weights_)
+    assert runtime_of(keras_fusion) == "keras + scikit-learn" and runtime_of(shipped) == "onnxruntime + scikit-learn"
+    faces = synthetic_faces(20, seed=10)[0]
+    np.testing.assert_allclose(shipped.predict_proba(faces), keras_fusion.predict_proba(faces), atol=1e-4)
