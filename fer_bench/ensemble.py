@@ -10,11 +10,14 @@ is the one the scores count.
 
 A saved ensemble is one zip file: ``fer-bench-ensemble.json`` (format,
 classes, member names and files, weights, metadata) and each member's own
-saved file under ``members/``.
+saved file under ``members/``.  A shipped ensemble may instead name members
+that are shipped models (``shipped:svm``) with their SHA-256, checked on
+loading.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -29,6 +32,8 @@ from ._core import encode_labels, json_default, zip_holds
 ENSEMBLE_FORMAT = "fer-bench-ensemble"
 ENSEMBLE_FORMAT_VERSION = 1
 METADATA_MEMBER = "fer-bench-ensemble.json"
+SHIPPED_PREFIX = "shipped:"
+"""How a saved ensemble names a member that is a shipped model's file rather than a copy inside it."""
 WEIGHT_STEP = 0.05
 """Spacing of the grid of weights searched on the validation split (weights sum to 1)."""
 
@@ -174,14 +179,34 @@ class EnsembleModel:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path) -> Path:
-        """Write the ensemble (members' files, weights, metadata) as one zip file, atomically."""
+    def save(self, path, *, shipped_members=None) -> Path:
+        """Write the ensemble (members' files, weights, metadata) as one zip file, atomically.
+
+        Parameters
+        ----------
+        path : path
+            The zip file to write.
+        shipped_members : dict, optional
+            ``{member name: shipped model name}``: members that are shipped
+            models, stored as a reference to the shipped file and its SHA-256
+            instead of a copy (a shipped ensemble costs no second copy of its
+            parts).  Loading checks the digest.
+        """
         self._check_fitted()
         path = Path(path)
+        shipped_members = dict(shipped_members or {})
+        unknown = sorted(set(shipped_members) - set(self.names))
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a member of this ensemble (members: {', '.join(self.names)})")
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-ensemble-") as scratch:
-            files = []
+            files, digests = [], {}
             for index, (name, member) in enumerate(zip(self.names, self.members)):
+                if name in shipped_members:
+                    reference = SHIPPED_PREFIX + shipped_members[name]
+                    digests[reference] = _sha256(_shipped_file(shipped_members[name]))
+                    files.append((reference, None))
+                    continue
                 suffix = _member_suffix(member)
                 saved = member.save(Path(scratch) / f"{index}{suffix}")
                 files.append((f"members/{index}-{_file_safe(name)}{suffix}", saved))
@@ -190,12 +215,14 @@ class EnsembleModel:
                 "classes": list(self.classes_), "names": self.names, "files": [member for member, _ in files],
                 "families": [member.family for member in self.members], "weights": self.weights_.tolist(),
                 "validation_accuracy": getattr(self, "validation_accuracy_", None), "metadata": self.metadata,
+                "shipped_digests": digests,
             }
             archive = Path(scratch) / "ensemble.zip"
             with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as bundle:
                 bundle.writestr(METADATA_MEMBER, json.dumps(description, indent=1, default=json_default))
                 for member_name, saved in files:
-                    bundle.write(saved, member_name)
+                    if saved is not None:
+                        bundle.write(saved, member_name)
             os.replace(archive, path)
         return path
 
@@ -210,6 +237,9 @@ class EnsembleModel:
         members = []
         with zipfile.ZipFile(path) as bundle, tempfile.TemporaryDirectory(prefix="fer-ensemble-") as scratch:
             for member_name in info["files"]:
+                if member_name.startswith(SHIPPED_PREFIX):
+                    members.append(load_member(_checked_shipped_member(path, member_name, info)))
+                    continue
                 if member_name not in bundle.namelist():
                     raise EnsembleFileError(f"{path}: the ensemble lacks its member {member_name}; the file is damaged")
                 target = Path(scratch) / Path(member_name).name
@@ -227,6 +257,39 @@ class EnsembleModel:
         shown = ", ".join(f"{name}: {w:.2f}" for name, w in zip(self.names, weights)) if weights is not None else \
             ", ".join(self.names)
         return f"EnsembleModel({shown})"
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _shipped_file(name: str) -> Path:
+    """The file of shipped model ``name`` (an error naming the shipped ones if there is none)."""
+    from .models import shipped_models
+
+    for record in shipped_models():
+        if record["name"] == name:
+            return Path(record["path"])
+    names = ", ".join(record["name"] for record in shipped_models()) or "none"
+    raise ValueError(f"no shipped model named {name!r} (shipped: {names})")
+
+
+def _checked_shipped_member(path: Path, reference: str, info: dict) -> Path:
+    """The shipped file an ensemble refers to, if it is still the file the ensemble was made with."""
+    name = reference[len(SHIPPED_PREFIX):]
+    try:
+        member = _shipped_file(name)
+    except ValueError as error:
+        raise EnsembleFileError(f"{path}: it is built on the shipped model {name!r}: {error}") from None
+    expected = (info.get("shipped_digests") or {}).get(reference)
+    if expected != _sha256(member):
+        raise EnsembleFileError(f"{path}: the shipped model {name!r} it is built on has changed since it was made "
+                                f"(SHA-256 differs); ship the ensemble again with `python -m fer_bench.shipping`")
+    return member
 
 
 def _member_suffix(member) -> str:

@@ -48,8 +48,11 @@ def git_commit(folder) -> str | None:
     return done.stdout.strip() or None
 
 
-def with_onnx_members(ensemble):
-    """The same ensemble with each Keras CNN member exported to ONNX (so it runs without TensorFlow)."""
+def with_onnx_members(ensemble, skip=()):
+    """The same ensemble with each Keras CNN member exported to ONNX (so it runs without TensorFlow).
+
+    Members named in ``skip`` are kept as they are.
+    """
     import tempfile
 
     from fer_deep.onnx_model import OnnxModel, export_onnx
@@ -59,7 +62,8 @@ def with_onnx_members(ensemble):
     members = []
     with tempfile.TemporaryDirectory(prefix="fer-ship-") as scratch:
         for index, member in enumerate(ensemble.members):
-            if member.family == "deep" and getattr(member, "runtime", None) != "onnxruntime":
+            if member.family == "deep" and getattr(member, "runtime", None) != "onnxruntime" and \
+                    ensemble.names[index] not in skip:
                 member = OnnxModel.load(export_onnx(member, Path(scratch) / f"{index}.onnx"))
             members.append(member)
     converted = EnsembleModel(members, names=ensemble.names, weights=ensemble.weights_, metadata=ensemble.metadata)
@@ -75,7 +79,7 @@ def runtime_of(model) -> str:
 
 
 def ship(run_dir, cell: str, name: str, *, data, command: str, description: str, default: bool = False,
-         onnx: bool = False, commit: str | None = None) -> dict:
+         onnx: bool = False, commit: str | None = None, shipped_members: dict | None = None) -> dict:
     """Copy ``RUN_DIR/models/<cell>.*`` to the shipped folder as ``name`` and write its record.
 
     Returns
@@ -92,8 +96,11 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
     if source is None:
         raise FileNotFoundError(f"{record['model_path']}: cell {cell}'s model is not in {run_dir}")
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
-    if onnx and record["family"] in ("ensemble", "fusion"):
-        target = with_onnx_members(load_model(source)).save(SHIPPED_DIR / f"{name}.zip")
+    if record["family"] in ("ensemble", "fusion"):
+        ensemble = load_model(source)
+        if onnx:
+            ensemble = with_onnx_members(ensemble, skip=shipped_members or {})
+        target = ensemble.save(SHIPPED_DIR / f"{name}.zip", shipped_members=shipped_members)
     elif onnx:
         from fer_deep.onnx_model import export_onnx
 
@@ -128,6 +135,7 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
         "command": command,
         "commit": commit or record.get("git_commit") or git_commit(Path(__file__).parent),
         "runtime": runtime_of(shipped_model),
+        "shipped_members": dict(shipped_members or {}),
         "test": test.name,
         **{key: record[key] for key in RECORD_FIELDS if key in record},
         "accuracy": scores["accuracy"],
@@ -154,10 +162,16 @@ def main(argv=None) -> int:
     parser.add_argument("--command", required=True, help="The command that trained the model.")
     parser.add_argument("--description", required=True)
     parser.add_argument("--default", action="store_true", help="Make it the model predict uses by default.")
+    parser.add_argument("--shipped-member", action="append", default=[], metavar="CELL=NAME",
+                        help="An ensemble's member that is the shipped model NAME: the shipped ensemble refers to "
+                             "that file (checked by its SHA-256) instead of holding a copy.")
     parser.add_argument("--onnx", action="store_true", help="Export a Keras CNN (or an ensemble's CNN members) to ONNX.")
     args = parser.parse_args(argv)
+    links = dict(item.split("=", 1) for item in args.shipped_member if "=" in item)
+    if len(links) != len(args.shipped_member):
+        parser.error("--shipped-member takes CELL=NAME, e.g. cnn-vgg_cpu=cnn")
     shipped = ship(args.run_dir, args.cell, args.name, data=args.data, command=args.command,
-                   description=args.description, default=args.default, onnx=args.onnx)
+                   description=args.description, default=args.default, onnx=args.onnx, shipped_members=links)
     print(f"{shipped['name']}: {shipped['file']}, {shipped['accuracy']:.2%} on {shipped['test']}, "
           f"{shipped['bytes'] / 1e6:.1f} MB")
     return 0

@@ -129,3 +129,34 @@ def test_damaged_ensemble_file_is_refused(tmp_path):
             target.writestr(item, data)
     with pytest.raises(EnsembleFileError, match="lacks its member members/missing.joblib"):
         load_model(broken, trust=True)
+
+
+def test_an_ensemble_can_refer_to_shipped_members_and_notices_when_one_changes(tmp_path, monkeypatch):
+    import zipfile
+
+    import fer_bench.models
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(fer_bench.models, "SHIPPED_DIR", shipped)
+    knn, rf = fitted_classic("knn", 1), fitted_classic("rf", 2)
+    knn.save(shipped / "near.skops")
+    (shipped / "near.json").write_text(json.dumps({"name": "near", "file": "near.skops", "default": True}))
+    X_val, y_val = synthetic_faces(35, seed=3)
+    model = EnsembleModel([knn, rf], names=["hog__knn", "hog__rf"]).fit(X_val, y_val)
+    path = model.save(tmp_path / "ensemble.zip", shipped_members={"hog__knn": "near"})
+    with zipfile.ZipFile(path) as bundle:
+        assert [item for item in bundle.namelist() if item.startswith("members/")] == ["members/1-hog__rf.skops"]
+    again = load_model(path, trust=True)
+    X_test, _ = synthetic_faces(14, seed=4)
+    np.testing.assert_array_equal(again.predict_proba(X_test), model.predict_proba(X_test))
+    assert again.names == ["hog__knn", "hog__rf"]
+
+    with pytest.raises(ValueError, match="'hog__svm' is not a member of this ensemble"):
+        model.save(tmp_path / "other.zip", shipped_members={"hog__svm": "near"})
+    fitted_classic("knn", 5).save(shipped / "near.skops")  # the shipped file is replaced by another model
+    with pytest.raises(EnsembleFileError, match="the shipped model 'near' it is built on has changed since"):
+        load_model(path, trust=True)
+    (shipped / "near.json").unlink()
+    with pytest.raises(EnsembleFileError, match="it is built on the shipped model 'near': no shipped model named"):
+        load_model(path, trust=True)
