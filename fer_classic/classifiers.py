@@ -164,10 +164,11 @@ CLASSIFIERS = {
     "ls_svm": ClassifierSpec(make_ls_svm, "least-squares RBF SVM on 6,000 kernel centres (fast CPU prediction)",
                              {"alpha": [0.01, 0.1]}, class_weight=False,
                              face_counts={"n_components": False, "pca_components": False}),
-    # Local learning on a subset did not beat the global SVM: sift_bovw (200 words, bins 4 and 6), 5,000
-    # Training faces, PublicTest: global svm 39.8%, local k=200 37.0% (193 s for 3,589 faces on a busy
-    # 2-core machine), k=500 37.5% (775 s).  Its gain in the literature was with all 28,709 faces, where
-    # k=1,000 is a smaller share of the training set than 200 is here; the grid is for the full data.
+    # Local learning has not beaten the global SVM here.  All 28,709 Training faces, hog+lbp+landmarks,
+    # PublicTest: global svm 60.49%, local k=200 59.74%, its 3,589 faces scored in 43 s
+    # (benchmarks/bench_classic_ingredients.py).  With sift_bovw added and mirrored faces (57,418 in all):
+    # k=200 59.99%, 500 59.74%, 1,000 59.63% (fer-bench run ... --classifier local_svm --flip).  On a
+    # subset (sift_bovw, 5,000 faces) it was 2-3 points behind too.
     "local_svm": ClassifierSpec(make_local_svm, "an RBF SVM per test face on its nearest training faces (local learning)",
                                 {"n_neighbors": [200, 500, 1000]}, class_weight=False,
                                 face_counts={"n_neighbors": False, "pca_components": False}),
