@@ -187,10 +187,10 @@ class EnsembleModel:
         path : path
             The zip file to write.
         shipped_members : dict, optional
-            ``{member name: shipped model name}``: members that are shipped
-            models, stored as a reference to the shipped file and its SHA-256
-            instead of a copy (a shipped ensemble costs no second copy of its
-            parts).  Loading checks the digest.
+            ``{member name: (shipped model name, its file)}``: members that are
+            shipped models, stored as a reference to the shipped model and its
+            file's SHA-256 instead of a copy (a shipped ensemble costs no second
+            copy of its parts).  Loading checks the digest.
         """
         self._check_fitted()
         path = Path(path)
@@ -203,8 +203,9 @@ class EnsembleModel:
             files, digests = [], {}
             for index, (name, member) in enumerate(zip(self.names, self.members)):
                 if name in shipped_members:
-                    reference = SHIPPED_PREFIX + shipped_members[name]
-                    digests[reference] = _sha256(_shipped_file(shipped_members[name]))
+                    shipped_name, shipped_path = shipped_members[name]
+                    reference = SHIPPED_PREFIX + shipped_name
+                    digests[reference] = _sha256(shipped_path)
                     files.append((reference, None))
                     continue
                 suffix = _member_suffix(member)
@@ -227,10 +228,12 @@ class EnsembleModel:
         return path
 
     @classmethod
-    def load(cls, path, *, load_member) -> "EnsembleModel":
+    def load(cls, path, *, load_member, shipped_file=None) -> "EnsembleModel":
         """Load an ensemble written by :meth:`save`, each member with ``load_member(path)``.
 
-        :func:`fer_bench.models.load_model` is the usual entry point; it passes itself here.
+        ``shipped_file(name)`` gives the file of a shipped model that the
+        ensemble refers to (a ``ValueError`` if there is none).
+        :func:`fer_bench.models.load_model` is the usual entry point; it passes both here.
         """
         path = Path(path)
         info = read_ensemble_metadata(path)
@@ -238,7 +241,7 @@ class EnsembleModel:
         with zipfile.ZipFile(path) as bundle, tempfile.TemporaryDirectory(prefix="fer-ensemble-") as scratch:
             for member_name in info["files"]:
                 if member_name.startswith(SHIPPED_PREFIX):
-                    members.append(load_member(_checked_shipped_member(path, member_name, info)))
+                    members.append(load_member(_checked_shipped_member(path, member_name, info, shipped_file)))
                     continue
                 if member_name not in bundle.namelist():
                     raise EnsembleFileError(f"{path}: the ensemble lacks its member {member_name}; the file is damaged")
@@ -267,22 +270,14 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _shipped_file(name: str) -> Path:
-    """The file of shipped model ``name`` (an error naming the shipped ones if there is none)."""
-    from .models import shipped_models
-
-    for record in shipped_models():
-        if record["name"] == name:
-            return Path(record["path"])
-    names = ", ".join(record["name"] for record in shipped_models()) or "none"
-    raise ValueError(f"no shipped model named {name!r} (shipped: {names})")
-
-
-def _checked_shipped_member(path: Path, reference: str, info: dict) -> Path:
+def _checked_shipped_member(path: Path, reference: str, info: dict, shipped_file) -> Path:
     """The shipped file an ensemble refers to, if it is still the file the ensemble was made with."""
     name = reference[len(SHIPPED_PREFIX):]
+    if shipped_file is None:
+        raise EnsembleFileError(f"{path}: it is built on the shipped model {name!r}; load it with "
+                                f"fer_bench.models.load_model")
     try:
-        member = _shipped_file(name)
+        member = Path(shipped_file(name))
     except ValueError as error:
         raise EnsembleFileError(f"{path}: it is built on the shipped model {name!r}: {error}") from None
     expected = (info.get("shipped_digests") or {}).get(reference)

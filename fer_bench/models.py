@@ -53,6 +53,15 @@ def default_model_name() -> str:
     return models[0]["name"]
 
 
+def shipped_file(name: str) -> Path:
+    """The file of shipped model ``name``; a ``ValueError`` naming the shipped models if there is none."""
+    records = shipped_models()
+    for record in records:
+        if record["name"] == name:
+            return Path(record["path"])
+    raise ValueError(f"no shipped model named {name!r} (shipped: {', '.join(r['name'] for r in records) or 'none'})")
+
+
 def resolve_model(name_or_path) -> Path:
     """The model file of a path or a shipped model's name.
 
@@ -134,8 +143,8 @@ def load_model(name_or_path, *, trust: bool = False, threads: int | None = None)
     if family == "ensemble":
         from .ensemble import EnsembleModel
 
-        return EnsembleModel.load(path, load_member=lambda member: load_model(member, trust=trust,
-                                                                              threads=threads))
+        return EnsembleModel.load(path, load_member=lambda member: load_model(member, trust=trust, threads=threads),
+                                  shipped_file=shipped_file)
     if family == "deep":
         from fer_deep.model import DeepModel
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ._core import write_json_atomic
 from .experiment.harness import resolve_path
-from .models import SHIPPED_DIR, load_model
+from .models import SHIPPED_DIR, load_model, shipped_file
 
 RECORD_FIELDS = ("cell", "family", "dataset", "dataset_key", "split", "seed", "n_train", "n_test", "features",
                  "feature_params", "classifier", "classifier_params", "chosen_params", "arch", "tta",
@@ -100,7 +100,8 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
         ensemble = load_model(source)
         if onnx:
             ensemble = with_onnx_members(ensemble, skip=shipped_members or {})
-        target = ensemble.save(SHIPPED_DIR / f"{name}.zip", shipped_members=shipped_members)
+        target = ensemble.save(SHIPPED_DIR / f"{name}.zip", shipped_members={
+            member: (shipped, shipped_file(shipped)) for member, shipped in (shipped_members or {}).items()})
     elif onnx:
         from fer_deep.onnx_model import export_onnx
 

@@ -144,7 +144,7 @@ def test_an_ensemble_can_refer_to_shipped_members_and_notices_when_one_changes(t
     (shipped / "near.json").write_text(json.dumps({"name": "near", "file": "near.skops", "default": True}))
     X_val, y_val = synthetic_faces(35, seed=3)
     model = EnsembleModel([knn, rf], names=["hog__knn", "hog__rf"]).fit(X_val, y_val)
-    path = model.save(tmp_path / "ensemble.zip", shipped_members={"hog__knn": "near"})
+    path = model.save(tmp_path / "ensemble.zip", shipped_members={"hog__knn": ("near", shipped / "near.skops")})
     with zipfile.ZipFile(path) as bundle:
         assert [item for item in bundle.namelist() if item.startswith("members/")] == ["members/1-hog__rf.skops"]
     again = load_model(path, trust=True)
@@ -153,10 +153,12 @@ def test_an_ensemble_can_refer_to_shipped_members_and_notices_when_one_changes(t
     assert again.names == ["hog__knn", "hog__rf"]
 
     with pytest.raises(ValueError, match="'hog__svm' is not a member of this ensemble"):
-        model.save(tmp_path / "other.zip", shipped_members={"hog__svm": "near"})
+        model.save(tmp_path / "other.zip", shipped_members={"hog__svm": ("near", shipped / "near.skops")})
     fitted_classic("knn", 5).save(shipped / "near.skops")  # the shipped file is replaced by another model
     with pytest.raises(EnsembleFileError, match="the shipped model 'near' it is built on has changed since"):
         load_model(path, trust=True)
     (shipped / "near.json").unlink()
     with pytest.raises(EnsembleFileError, match="it is built on the shipped model 'near': no shipped model named"):
         load_model(path, trust=True)
+    with pytest.raises(EnsembleFileError, match="built on the shipped model 'near'; load it with fer_bench.models"):
+        EnsembleModel.load(path, load_member=load_model)
