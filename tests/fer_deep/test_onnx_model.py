@@ -102,7 +102,7 @@ def test_fusion_with_an_onnx_member_saves_and_reloads_without_tensorflow(cnn_fil
     code = (
         "import sys, json, numpy as np\n"
         "from fer_bench.models import load_model\n"
-        f"model = load_model({str(saved)!r})\n"
+        f"model = load_model({str(saved)!r}, threads=1)\n"
         f"proba = model.predict_proba(np.load({str(tmp_path / 'faces.npy')!r}))\n"
         "print(json.dumps({'proba': proba.tolist(), 'families': [m.family for m in model.members], "
         "'loaded': sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))}))\n"
@@ -112,7 +112,8 @@ def test_fusion_with_an_onnx_member_saves_and_reloads_without_tensorflow(cnn_fil
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loaded"] == [] and result["families"] == ["deep", "classic"]
-    np.testing.assert_array_equal(np.asarray(result["proba"]), fusion.predict_proba(faces))
+    # ONNX Runtime's sums may be ordered differently from one session to the next: equal to rounding.
+    np.testing.assert_allclose(np.asarray(result["proba"]), fusion.predict_proba(faces), rtol=1e-6, atol=1e-7)
 
 
 def test_shipping_an_ensemble_exports_its_keras_members_to_onnx(cnn_file):
