@@ -94,7 +94,7 @@ def measure_fer(faces: np.ndarray, batch: int, singles: int, test_X: np.ndarray,
     border to the crop), one picture a call; batched, all faces tiled in one
     picture with their boxes, one call.
     """
-    from benchmarks.bench_predict import import_fer, limit_tensorflow_threads, one_thread
+    from benchmarks.bench_predict import fer_mosaic, import_fer, limit_tensorflow_threads, one_thread
 
     FER, error = import_fer()
     if error:
@@ -114,15 +114,7 @@ def measure_fer(faces: np.ndarray, batch: int, singles: int, test_X: np.ndarray,
     load_mb = peak_mb()
 
     def mosaic(gray_faces):
-        columns = 25
-        rows = -(-len(gray_faces) // columns)
-        picture = np.zeros((rows * 48, columns * 48, 3), np.uint8)
-        boxes = []
-        for i, face in enumerate(gray_faces):
-            r, c = divmod(i, columns)
-            picture[r * 48:(r + 1) * 48, c * 48:(c + 1) * 48] = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
-            boxes.append((c * 48, r * 48, 48, 48))
-        return picture, boxes
+        return fer_mosaic([cv2.cvtColor(face, cv2.COLOR_GRAY2BGR) for face in gray_faces])
 
     def labels(found):
         return [max(face["emotions"], key=face["emotions"].get) for face in found]

@@ -201,6 +201,18 @@ def import_fer():
     return FER, None
 
 
+def fer_mosaic(bgr_faces, columns: int = 25):
+    """48x48 BGR faces tiled in one picture, and each face's box: how ``fer`` classifies many faces in one call."""
+    rows = -(-len(bgr_faces) // columns)
+    picture = np.zeros((rows * 48, columns * 48, 3), np.uint8)
+    boxes = []
+    for i, image in enumerate(bgr_faces):
+        r, c = divmod(i, columns)
+        picture[r * 48 : (r + 1) * 48, c * 48 : (c + 1) * 48] = image
+        boxes.append((c * 48, r * 48, 48, 48))
+    return picture, boxes
+
+
 def fer_reference(faces, frames, *, batch: int = 500, singles: int = 100, video_frames=None) -> dict:
     """Time the ``fer`` package (its default: Haar detector + its TFLite emotion CNN); ``{"error": ...}`` if absent."""
     FER, error = import_fer()
@@ -222,18 +234,10 @@ def fer_reference(faces, frames, *, batch: int = 500, singles: int = 100, video_
             times.append(time.perf_counter() - start)
         # Batched: all faces tiled in one picture, their boxes given, one call
         # (fer classifies every face of a picture in one model call).
-        chunk = bgr[:batch]
-        columns = 25
-        rows = -(-len(chunk) // columns)
-        mosaic = np.zeros((rows * 48, columns * 48, 3), np.uint8)
-        boxes = []
-        for i, image in enumerate(chunk):
-            r, c = divmod(i, columns)
-            mosaic[r * 48 : (r + 1) * 48, c * 48 : (c + 1) * 48] = image
-            boxes.append((c * 48, r * 48, 48, 48))
+        mosaic, boxes = fer_mosaic(bgr[:batch])
         start = time.perf_counter()
         out = detector.detect_emotions(mosaic, face_rectangles=boxes)
-        batched = (time.perf_counter() - start) / len(chunk)
+        batched = (time.perf_counter() - start) / len(boxes)
         on_frames = _fer_frames(detector, frames)
         placed = len(portraits()[:2])  # faces in every moving-faces frame
         on_video = _fer_frames(detector, [(frame, placed) for frame in video_frames or []])
