@@ -69,20 +69,23 @@ def test_a_foreign_onnx_file_is_refused(tmp_path):
         OnnxModel(path)
 
 
-def test_onnx_prediction_imports_neither_tensorflow_nor_keras(cnn_file, tmp_path):
-    path = export_onnx(DeepModel.load(cnn_file), tmp_path / "cnn.onnx")
-    code = (
-        "import sys, json, numpy as np\n"
-        "from fer_bench.models import load_model\n"
-        f"model = load_model({str(path)!r})\n"
-        "labels = model.predict(np.zeros((3, 48, 48), np.uint8))\n"
-        "print(json.dumps({'labels': list(labels), 'loaded': sorted(m for m in sys.modules "
-        "if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))}))\n"
-    )
+def in_a_fresh_process(code: str) -> dict:
+    """Run ``code`` (which fills a dict ``result``) in a new interpreter; ``result`` plus the TF/Keras modules loaded."""
+    code = ("import sys, json, numpy as np\nfrom fer_bench.models import load_model\n" + code +
+            "result['loaded'] = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))\n"
+            "print(json.dumps(result))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_onnx_prediction_imports_neither_tensorflow_nor_keras(cnn_file, tmp_path):
+    path = export_onnx(DeepModel.load(cnn_file), tmp_path / "cnn.onnx")
+    result = in_a_fresh_process(
+        f"model = load_model({str(path)!r})\n"
+        "result = {'labels': list(model.predict(np.zeros((3, 48, 48), np.uint8)))}\n"
+    )
     assert len(result["labels"]) == 3 and result["loaded"] == []
 
 
@@ -99,18 +102,11 @@ def test_fusion_with_an_onnx_member_saves_and_reloads_without_tensorflow(cnn_fil
     saved = fusion.save(tmp_path / "fusion.zip")
     faces = synthetic_faces(12, seed=9)[0]
     np.save(tmp_path / "faces.npy", faces)
-    code = (
-        "import sys, json, numpy as np\n"
-        "from fer_bench.models import load_model\n"
+    result = in_a_fresh_process(
         f"model = load_model({str(saved)!r}, threads=1)\n"
         f"proba = model.predict_proba(np.load({str(tmp_path / 'faces.npy')!r}))\n"
-        "print(json.dumps({'proba': proba.tolist(), 'families': [m.family for m in model.members], "
-        "'loaded': sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))}))\n"
+        "result = {'proba': proba.tolist(), 'families': [m.family for m in model.members]}\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loaded"] == [] and result["families"] == ["deep", "classic"]
     # ONNX Runtime's sums may be ordered differently from one session to the next: equal to rounding.
     np.testing.assert_allclose(np.asarray(result["proba"]), fusion.predict_proba(faces), rtol=1e-6, atol=1e-7)
