@@ -71,11 +71,12 @@ def resolve_model(name_or_path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = {record["name"]: record for record in shipped_models()}
-    if str(name_or_path) in shipped:
-        return Path(shipped[str(name_or_path)]["path"])
-    names = ", ".join(shipped) or "none installed"
-    raise ModelFileError(f"{name_or_path}: no such model file, nor a shipped model's name (shipped: {names})")
+    try:
+        return shipped_file(str(name_or_path))
+    except ValueError:
+        names = ", ".join(record["name"] for record in shipped_models()) or "none installed"
+        raise ModelFileError(f"{name_or_path}: no such model file, nor a shipped model's name (shipped: {names})") \
+            from None
 
 
 def model_family(path) -> str:

@@ -3,12 +3,12 @@
 ::
 
     python -m fer_bench.shipping RUN_DIR CELL NAME --data DATA --command "fer-bench run ..." \\
-        --description "..." [--default] [--onnx]
+        --description "..." [--default] [--onnx] [--shipped-member CELL=NAME ...]
 
 The model file is copied (with ``--onnx``, a Keras CNN, or an ensemble's Keras
-CNN members, is exported to ONNX, so it runs without TensorFlow), then scored again from the copy on the run's test
-split: the shipped record holds that score, which must equal the run
-record's (a mismatch stops the shipping).  The record also holds the command
+CNN members, is exported to ONNX, so it runs without TensorFlow), then scored
+again from the copy on the run's test split: the shipped record holds that
+score, which must equal the run record's (a mismatch stops the shipping).  The record also holds the command
 that trained the model, the code commit, the dataset's content key, the
 confusion matrix and the prediction cost.
 """
@@ -61,9 +61,8 @@ def with_onnx_members(ensemble, skip=()):
 
     members = []
     with tempfile.TemporaryDirectory(prefix="fer-ship-") as scratch:
-        for index, member in enumerate(ensemble.members):
-            if member.family == "deep" and getattr(member, "runtime", None) != "onnxruntime" and \
-                    ensemble.names[index] not in skip:
+        for index, (name, member) in enumerate(zip(ensemble.names, ensemble.members)):
+            if member.family == "deep" and getattr(member, "runtime", None) != "onnxruntime" and name not in skip:
                 member = OnnxModel.load(export_onnx(member, Path(scratch) / f"{index}.onnx"))
             members.append(member)
     converted = EnsembleModel(members, names=ensemble.names, weights=ensemble.weights_, metadata=ensemble.metadata)
@@ -91,6 +90,7 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
     from .metrics import classification_metrics
 
     run_dir = Path(run_dir)
+    shipped_members = dict(shipped_members or {})
     record = json.loads((run_dir / "records" / f"{cell}.json").read_text())
     source = resolve_path(run_dir, record["model_path"])
     if source is None:
@@ -99,9 +99,9 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
     if record["family"] in ("ensemble", "fusion"):
         ensemble = load_model(source)
         if onnx:
-            ensemble = with_onnx_members(ensemble, skip=shipped_members or {})
+            ensemble = with_onnx_members(ensemble, skip=shipped_members)
         target = ensemble.save(SHIPPED_DIR / f"{name}.zip", shipped_members={
-            member: (shipped, shipped_file(shipped)) for member, shipped in (shipped_members or {}).items()})
+            member: (shipped, shipped_file(shipped)) for member, shipped in shipped_members.items()})
     elif onnx:
         from fer_deep.onnx_model import export_onnx
 
@@ -136,7 +136,7 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
         "command": command,
         "commit": commit or record.get("git_commit") or git_commit(Path(__file__).parent),
         "runtime": runtime_of(shipped_model),
-        "shipped_members": dict(shipped_members or {}),
+        "shipped_members": shipped_members,
         "test": test.name,
         **{key: record[key] for key in RECORD_FIELDS if key in record},
         "accuracy": scores["accuracy"],
