@@ -33,6 +33,7 @@ from .faces import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DETECTO
 from .experiment.distributed import DaskSetupError, RemoteCellError, dask_executor, parse_dask_option
 from .experiment.sweep import FEATURE_SETS, PRESETS, deep_architectures, preset_networks
 from .outputs import OutputError, naming_outputs, output_file, output_folder
+from .workers import exit_leaving_calls
 
 USER_ERRORS = (DatasetError, ModelFileError, LandmarkModelError, FileNotFoundError, click.BadParameter,
                DeepModelFileError, DeepDependencyError, DaskSetupError, RemoteCellError, OutputError)
@@ -82,6 +83,7 @@ def user_errors():
         raise UserError(str(error)) from None
     except KeyboardInterrupt:
         click.echo("fer-bench: interrupted; finished cells are saved, rerun the same command to resume", err=True)
+        exit_leaving_calls(interrupted_status())  # a fit the interrupt left running ends with the process
         sys.exit(interrupted_status())
     finally:
         if previous is not None:

@@ -35,6 +35,7 @@ from fer_classic.model import MODEL_SUFFIX, ClassicModel, library_versions
 
 from .._core import replacing, writable_cache_folder, write_json_atomic
 from ..metrics import classification_metrics
+from ..workers import call_interruptibly
 
 RECORD_SCHEMA_VERSION = 1
 
@@ -140,7 +141,10 @@ def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y
     search = GridSearchCV(estimator, {"classifier_params": candidates}, cv=PredefinedSplit(fold), refit=False,
                           n_jobs=n_jobs, error_score="raise")
     # The validation faces also calibrate SVM probabilities inside each fit, as in the refit.
-    search.fit(X, y, validation=(X_val, y_val))
+    if n_jobs is None:  # fitted one after another in this process
+        call_interruptibly(search.fit, X, y, validation=(X_val, y_val))
+    else:  # in worker processes, which joblib stops when an interrupt unwinds through it here
+        search.fit(X, y, validation=(X_val, y_val))
     results = search.cv_results_
     return [
         {"params": params, "validation_accuracy": float(accuracy), "fit_seconds": float(seconds)}
@@ -303,7 +307,8 @@ def run_classic_cell(
             selection, best = None, 0
         fit_start = time.perf_counter()
         model = clone(base).set_params(classifier_params=candidates[best])
-        model.fit(X_train, y_train, validation=(val.X, val.y))
+        # The features are in the cache: the fit starts no worker processes, and runs where Ctrl-C reaches it.
+        call_interruptibly(model.fit, X_train, y_train, validation=(val.X, val.y))
         fit_seconds = time.perf_counter() - fit_start
         if selection is None:  # nothing to choose: the one fit is scored on the validation split
             selection = [{"params": candidates[0], "validation_accuracy": model.score(val.X, val.y),
@@ -311,7 +316,7 @@ def run_classic_cell(
         for entry in selection:
             log(f"{name}:   {entry['params']} -> {val.name} accuracy {entry['validation_accuracy']:.4f}")
         val_accuracy = selection[best]["validation_accuracy"]
-        probabilities = model.predict_proba(test.X)
+        probabilities = call_interruptibly(model.predict_proba, test.X)
     # The saved model extracts on one process and caches nothing, as a user's model would.
     model.set_params(n_jobs=None, memory=None)
     predicted = np.argmax(probabilities, axis=1)
