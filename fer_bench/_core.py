@@ -188,6 +188,15 @@ def array_digest(array) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def warn_once(key, message: str) -> None:
     """One :class:`CacheWarning` per ``key`` and process: a cache problem is said once, not once per file."""
     if key not in _warned:

@@ -17,7 +17,6 @@ loading.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._core import encode_labels, json_default, zip_holds
+from ._core import encode_labels, file_sha256, json_default, zip_holds
 
 ENSEMBLE_FORMAT = "fer-bench-ensemble"
 ENSEMBLE_FORMAT_VERSION = 1
@@ -205,7 +204,7 @@ class EnsembleModel:
                 if name in shipped_members:
                     shipped_name, shipped_path = shipped_members[name]
                     reference = SHIPPED_PREFIX + shipped_name
-                    digests[reference] = _sha256(shipped_path)
+                    digests[reference] = file_sha256(shipped_path)
                     files.append((reference, None))
                     continue
                 suffix = _member_suffix(member)
@@ -262,14 +261,6 @@ class EnsembleModel:
         return f"EnsembleModel({shown})"
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checked_shipped_member(path: Path, reference: str, info: dict, shipped_file) -> Path:
     """The shipped file an ensemble refers to, if it is still the file the ensemble was made with."""
     name = reference[len(SHIPPED_PREFIX):]
@@ -281,7 +272,7 @@ def _checked_shipped_member(path: Path, reference: str, info: dict, shipped_file
     except ValueError as error:
         raise EnsembleFileError(f"{path}: it is built on the shipped model {name!r}: {error}") from None
     expected = (info.get("shipped_digests") or {}).get(reference)
-    if expected != _sha256(member):
+    if expected != file_sha256(member):
         raise EnsembleFileError(f"{path}: the shipped model {name!r} it is built on has changed since it was made "
                                 f"(SHA-256 differs); ship the ensemble again with `python -m fer_bench.shipping`")
     return member

@@ -37,7 +37,7 @@ import numpy as np
 
 from fer_classic.model import library_versions
 
-from ._core import write_json_atomic
+from ._core import file_sha256, write_json_atomic
 from .data import Split, load_dataset
 from .experiment.harness import RECORD_SCHEMA_VERSION, machine_info, save_predictions
 from .faces import DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, find_faces_many
@@ -355,6 +355,7 @@ def evaluate_model(model, dataset, *, model_name: str, model_path=None, model_fa
                 + (f"+{detect}" if detect else ""),  # found faces and whole images are two evaluations
         "model": model_name,
         "model_path": None if model_path is None else str(model_path),
+        "model_sha256": file_sha256(model_path) if model_path is not None and Path(model_path).is_file() else None,
         "model_family": model_family or getattr(model, "family", None),
         "model_trained_on": {"dataset": metadata.get("dataset"), "dataset_key": trained_key,
                              "test": (metadata.get("split") or {}).get("test")},
@@ -395,19 +396,66 @@ def evaluate_model(model, dataset, *, model_name: str, model_path=None, model_fa
     return Evaluation(record, y_true, y_pred, restricted)
 
 
-def write_evaluation(out_dir, evaluation: Evaluation) -> dict:
+# What makes two evaluations of one name the same scoring: a repeat replaces its record, anything else keeps it.
+SAME_SCORING = ("model_sha256", "dataset_key", "split", "label_map", "detector", "min_face", "max_side", "seed")
+EARLIER_DIR = "earlier"
+
+
+def write_evaluation(out_dir, evaluation: Evaluation, *, log=None) -> dict:
     """Write an evaluation's predictions and then its record (``OUT/evaluations/NAME.npz`` and ``.json``).
 
-    The record's ``predictions_path`` is relative to ``out_dir``, so the folder can move.
+    The record's ``predictions_path`` is relative to ``out_dir``, so the folder can move.  A record of
+    the same name left by another scoring (another model file under that name, other data or settings:
+    :data:`SAME_SCORING`) is not overwritten: it and its predictions move to
+    ``evaluations/earlier/NAME.STARTED.*``, which ``log`` is told.  A repeat of the same scoring replaces it.
     """
     out_dir = Path(out_dir)
     record = dict(evaluation.record)
     folder = out_dir / EVALUATIONS_DIR
-    save_predictions(folder / f"{record['name']}.npz", evaluation.y_true, evaluation.y_pred, evaluation.proba,
+    name = record["name"]
+    kept = _keep_earlier(folder, name, record)
+    if kept is not None and log is not None:
+        log(f"note: {name}: the earlier evaluation under this name scored another model file, data or settings; "
+            f"kept as {EVALUATIONS_DIR}/{kept}")
+    save_predictions(folder / f"{name}.npz", evaluation.y_true, evaluation.y_pred, evaluation.proba,
                      record["classes_scored"])
-    record["predictions_path"] = f"{EVALUATIONS_DIR}/{record['name']}.npz"
-    write_json_atomic(folder / f"{record['name']}.json", record)
+    record["predictions_path"] = f"{EVALUATIONS_DIR}/{name}.npz"
+    write_json_atomic(folder / f"{name}.json", record)
     return record
+
+
+def _keep_earlier(folder: Path, name: str, record: dict) -> str | None:
+    """Move ``folder/NAME.json`` (and its ``.npz``) under ``earlier/`` unless it is the same scoring as ``record``;
+    the moved record's path relative to ``folder``, or None when nothing moved."""
+    import json
+
+    path = folder / f"{name}.json"
+    if not path.exists():
+        return None
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = {}
+    if isinstance(earlier, dict) and all(earlier.get(key, object()) == record.get(key) for key in SAME_SCORING) \
+            and earlier.get("model_sha256") is not None:
+        return None
+    stamp = _file_safe(str((earlier.get("started") if isinstance(earlier, dict) else None) or "unknown"))
+    target = folder / EARLIER_DIR
+    target.mkdir(exist_ok=True)
+    stem, number = f"{name}.{stamp}", 1
+    while (target / f"{stem}.json").exists():
+        number += 1
+        stem = f"{name}.{stamp}.{number}"
+    predictions = folder / f"{name}.npz"
+    if predictions.exists():
+        predictions.replace(target / f"{stem}.npz")
+        if isinstance(earlier, dict) and earlier:
+            earlier["predictions_path"] = f"{EVALUATIONS_DIR}/{EARLIER_DIR}/{stem}.npz"
+            write_json_atomic(target / f"{stem}.json", earlier)
+            path.unlink()
+            return f"{EARLIER_DIR}/{stem}.json"
+    path.replace(target / f"{stem}.json")
+    return f"{EARLIER_DIR}/{stem}.json"
 
 
 # --------------------------------------------------------------------------- many models on many datasets
@@ -471,7 +519,7 @@ def evaluate_models(models, data_paths, out_dir, *, split: str = "test", label_m
             evaluation = evaluate_model(model, dataset, model_name=name, model_path=path, model_family=family,
                                         split=split, label_map=label_map, detect=detect, min_face=min_face,
                                         max_side=max_side, n_resamples=n_resamples, seed=seed)
-            records.append(write_evaluation(out_dir, evaluation))
+            records.append(write_evaluation(out_dir, evaluation, log=log))
     return records
 
 

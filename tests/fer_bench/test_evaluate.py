@@ -219,6 +219,31 @@ def test_foreign_dataset_is_mapped_named_and_written_with_a_report(model_file, f
     assert json.loads((out / "records.json").read_text())["evaluations"][0]["name"] == "hog_knn@lab-all"
 
 
+def test_another_model_under_the_same_name_keeps_the_earlier_record(model_file, foreign, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ("--data", foreign, "--split", "all", "--out", out, "--resamples", 20, "--cache-dir", cache, "--no-report")
+    assert invoke(model_file, *args).exit_code == 0
+    first = json.loads((out / "evaluations" / "hog_knn@lab-all.json").read_text())
+    again = invoke(model_file, *args)  # the same scoring again: its record is replaced, nothing kept aside
+    assert again.exit_code == 0 and "kept as" not in again.stderr
+    assert not (out / "evaluations" / "earlier").exists()
+
+    from fer_classic.model import ClassicModel
+
+    X, y = synthetic_faces(140, seed=3)  # another model, saved under the same file name
+    other = ClassicModel("hog", "dt").fit(X, y).save(tmp_path / "other" / "hog_knn.skops")
+    result = invoke(other, *args)
+    assert result.exit_code == 0, result.output
+    (kept,) = (out / "evaluations" / "earlier").glob("*.json")
+    assert f"kept as evaluations/earlier/{kept.name}" in result.stderr
+    earlier = json.loads(kept.read_text())
+    assert earlier["model_sha256"] == first["model_sha256"] and earlier["confusion_matrix"] == \
+        first["confusion_matrix"]
+    assert (out / earlier["predictions_path"]).is_file()
+    latest = json.loads((out / "evaluations" / "hog_knn@lab-all.json").read_text())
+    assert latest["model_sha256"] != first["model_sha256"] and (out / latest["predictions_path"]).is_file()
+
+
 def test_plain_output_names_what_was_left_out(model_file, foreign, tmp_path):
     result = invoke(model_file, "--data", foreign, "--split", "all", "--out", tmp_path / "out", "--no-report",
                     "--resamples", 50, "--cache-dir", tmp_path / "cache")
