@@ -282,6 +282,10 @@ class DlibCnnDetector(FaceDetector):
     def _detect(self, gray):
         return self._boxes(self._detector()(gray, 0))
 
+    def best_confidence(self, gray):
+        """The highest confidence of any face the CNN finds in ``gray`` (no size limit), or None if it finds none."""
+        return max((d.confidence for d in self._detector()(np.ascontiguousarray(gray), 0)), default=None)
+
     def _detect_many(self, grays):
         # The CNN runs a list of same-sized images as one batch (video frames).
         if len(grays) > 1 and len({g.shape for g in grays}) == 1:
@@ -327,8 +331,7 @@ class DlibVerifiedDetector(DlibHogDetector):
         scale = self.check_width / float(max(width, 1))
         crop = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale,
                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        found = get_detector("dlib-cnn")._detector()(np.ascontiguousarray(crop), 0)
-        return max((d.confidence for d in found), default=None)
+        return get_detector("dlib-cnn").best_confidence(crop)
 
     def _detect(self, gray):
         rects, _, _ = self._detector().run(gray, 0, self.proposal_threshold)
