@@ -1,0 +1,110 @@
+"""Which finished cells are worth combining: every subset's accuracy on PublicTest, weights cross-fitted.
+
+Never reads PrivateTest.  For each cell of a run folder it computes (once;
+cached under ``RUN/member-probabilities/``, keyed by the model file's
+SHA-256) the model's probabilities on the PublicTest faces, then, for every
+subset of two or more cells, chooses the weights as ``fer-bench ensemble``
+does (:func:`fer_bench.ensemble.choose_weights`) and reports:
+
+- the PublicTest accuracy with the weights fitted on all of PublicTest (what
+  ``fer-bench ensemble`` records as its validation accuracy; optimistic);
+- the two-fold cross-fitted accuracy: weights chosen on one half of
+  PublicTest (seeded, stratified), scored on the other half, and back.  More
+  members mean more weights to fit, so this is the figure to choose a subset
+  by; the chosen subset is then scored on PrivateTest by ``fer-bench
+  ensemble``::
+
+    nice -n 5 python benchmarks/bench_fusion.py runs/cpu --cells cnn-vgg_cpu,cnn-resnet_cpu,hog+lbp+landmarks__svm__flip \\
+        --data ../shared/data/fer2013
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from fer_bench._core import file_sha256
+from fer_bench.data import default_cache_dir, load_dataset
+from fer_bench.ensemble import choose_weights
+from fer_bench.experiment.ensemble_cell import member_records
+from fer_bench.experiment.harness import resolve_path
+from fer_bench.models import load_model
+
+
+def validation_probabilities(run_dir: Path, records, faces, *, log=print) -> dict:
+    """Each cell's PublicTest probabilities, read from or written to ``run_dir/member-probabilities``."""
+    folder = run_dir / "member-probabilities"
+    folder.mkdir(exist_ok=True)
+    out = {}
+    for record in records:
+        path = resolve_path(run_dir, record["model_path"])
+        cached = folder / f"{record['cell']}.{file_sha256(path)[:16]}.npy"
+        if cached.is_file():
+            out[record["cell"]] = np.load(cached, allow_pickle=False)
+            continue
+        log(f"{record['cell']}: scoring {len(faces):,} PublicTest faces")
+        out[record["cell"]] = np.asarray(load_model(path).predict_proba(faces), dtype=np.float64)
+        np.save(cached, out[record["cell"]], allow_pickle=False)
+    return out
+
+
+def halves(y, seed: int = 0):
+    """Two stratified halves of the indices of ``y``."""
+    rng = np.random.default_rng(seed)
+    first = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        first.extend(members[: len(members) // 2])
+    mask = np.zeros(len(y), bool)
+    mask[first] = True
+    return np.flatnonzero(mask), np.flatnonzero(~mask)
+
+
+def subset_scores(probabilities: dict, y, *, seed: int = 0) -> list:
+    """Fitted and cross-fitted PublicTest accuracy and the weights of every subset of two or more cells."""
+    names = list(probabilities)
+    a, b = halves(y, seed)
+    rows = []
+    for size in range(2, len(names) + 1):
+        for subset in itertools.combinations(names, size):
+            members = [probabilities[name] for name in subset]
+            weights = choose_weights(members, y)
+            fitted = np.mean(np.argmax(np.tensordot(weights, np.stack(members), axes=1), axis=1) == y)
+            correct = 0
+            for fit_part, score_part in ((a, b), (b, a)):
+                w = choose_weights([p[fit_part] for p in members], y[fit_part])
+                mixed = np.tensordot(w, np.stack([p[score_part] for p in members]), axes=1)
+                correct += int(np.sum(np.argmax(mixed, axis=1) == y[score_part]))
+            rows.append({"cells": subset, "weights": weights.tolist(), "fitted": float(fitted),
+                         "cross_fitted": correct / len(y)})
+    return sorted(rows, key=lambda row: -row["cross_fitted"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="run folder holding the cells' records and models")
+    parser.add_argument("--cells", required=True, help="comma-separated finished cells of the run folder")
+    parser.add_argument("--data", required=True, help="FER-2013 folder (Kaggle layout)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the two PublicTest halves")
+    parser.add_argument("--top", type=int, default=15, help="rows shown, best cross-fitted first")
+    args = parser.parse_args(argv)
+
+    cells = [cell.strip() for cell in args.cells.split(",") if cell.strip()]
+    dataset = load_dataset(args.data, cache_dir=default_cache_dir())
+    records = member_records(args.run_dir, cells)
+    probabilities = validation_probabilities(args.run_dir, records, dataset.val.X)
+    y = np.asarray(dataset.val.y)
+    for name, proba in probabilities.items():
+        print(f"{name}: PublicTest {np.mean(np.argmax(proba, axis=1) == y):.4f}")
+    print(f"{'cross-fitted':>12} {'fitted':>7}  cells (weights fitted on all of PublicTest)")
+    for row in subset_scores(probabilities, y, seed=args.seed)[: args.top]:
+        shown = ", ".join(f"{cell} {w:.2f}" for cell, w in zip(row["cells"], row["weights"]))
+        print(f"{row['cross_fitted']:>12.4f} {row['fitted']:>7.4f}  {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
