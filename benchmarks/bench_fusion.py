@@ -1,8 +1,8 @@
 """Which finished cells are worth combining: every subset's accuracy on PublicTest, weights cross-fitted.
 
 Never reads PrivateTest.  For each cell of a run folder it computes (once;
-cached under ``RUN/member-probabilities/``, keyed by the model file's
-SHA-256) the model's probabilities on the PublicTest faces, then, for every
+stored under ``RUN/predictions/members/`` as ``fer-bench ensemble`` stores
+them) the model's probabilities on the PublicTest faces, then, for every
 subset of two or more cells, chooses the weights as ``fer-bench ensemble``
 does (:func:`fer_bench.ensemble.choose_weights`) and reports:
 
@@ -26,29 +26,39 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_bench._core import file_sha256
 from fer_bench.data import default_cache_dir, load_dataset
 from fer_bench.ensemble import choose_weights
-from fer_bench.experiment.ensemble_cell import member_records
+from fer_bench.experiment.ensemble_cell import member_probabilities, member_records
 from fer_bench.experiment.harness import resolve_path
 from fer_bench.models import load_model
 
 
-def validation_probabilities(run_dir: Path, records, faces, *, log=print) -> dict:
-    """Each cell's PublicTest probabilities, read from or written to ``run_dir/member-probabilities``."""
-    folder = run_dir / "member-probabilities"
-    folder.mkdir(exist_ok=True)
-    out = {}
-    for record in records:
-        path = resolve_path(run_dir, record["model_path"])
-        cached = folder / f"{record['cell']}.{file_sha256(path)[:16]}.npy"
-        if cached.is_file():
-            out[record["cell"]] = np.load(cached, allow_pickle=False)
-            continue
-        log(f"{record['cell']}: scoring {len(faces):,} PublicTest faces")
-        out[record["cell"]] = np.asarray(load_model(path).predict_proba(faces), dtype=np.float64)
-        np.save(cached, out[record["cell"]], allow_pickle=False)
-    return out
+def validation_probabilities(run_dir: Path, records, faces) -> dict:
+    """Each cell's PublicTest probabilities, stored with the run as ``fer-bench ensemble`` stores them."""
+    paths = [resolve_path(run_dir, record["model_path"]) for record in records]
+    cells = [record["cell"] for record in records]
+    members = [LazyModel(path) for path in paths]
+    return dict(zip(cells, member_probabilities(run_dir, cells, paths, members, faces, log=print)))
+
+
+class LazyModel:
+    """A model file loaded only when it has to score (its probabilities may be stored already)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._model = None
+
+    @property
+    def classes_(self):
+        return self._loaded().classes_
+
+    def predict_proba(self, X):
+        return self._loaded().predict_proba(X)
+
+    def _loaded(self):
+        if self._model is None:
+            self._model = load_model(self.path)
+        return self._model
 
 
 def halves(y, seed: int = 0):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._core import array_digest, file_sha256
 from ..ensemble import EnsembleModel
 from ..metrics import classification_metrics, mcnemar_test
 from ..models import load_model
@@ -36,6 +37,43 @@ def member_records(out_dir, cells) -> list:
             raise ValueError(f"cell {cell} failed ({record.get('error')}); an ensemble needs finished cells")
         records.append(record)
     return records
+
+
+MEMBER_PROBABILITIES_DIR = "predictions/members"
+"""Where a run folder keeps its members' probabilities on the faces an ensemble scored them on."""
+
+
+def member_probabilities(out_dir, cells, paths, members, faces, *, log=None) -> list:
+    """Each member's probabilities on ``faces``, each computed once per model file and set of faces.
+
+    Stored as ``OUT/predictions/members/CELL.MODEL.FACES.npy`` (the first 16
+    hex digits of the model file's and the faces' SHA-256; plain arrays,
+    read without pickle), so weighing other sets of the same cells, or the
+    same set again, scores no member twice.  A stored array of the wrong
+    shape or with values that are not probabilities is computed again.
+    """
+    folder = Path(out_dir) / MEMBER_PROBABILITIES_DIR
+    faces_key = array_digest(faces)[:16]
+    out = []
+    for cell, path, member in zip(cells, paths, members):
+        stored = folder / f"{cell}.{file_sha256(path)[:16]}.{faces_key}.npy"
+        shape = (len(faces), len(member.classes_))
+        try:
+            probabilities = np.load(stored, allow_pickle=False)
+            usable = probabilities.shape == shape and np.all(np.isfinite(probabilities)) and \
+                np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+        except (OSError, ValueError):
+            usable = False
+        if not usable:
+            if log is not None:
+                log(f"{cell}: scoring {len(faces):,} faces")
+            probabilities = np.asarray(member.predict_proba(faces), dtype=np.float64)
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = stored.with_name(stored.name + ".partial.npy")
+            np.save(partial, probabilities, allow_pickle=False)
+            partial.replace(stored)
+        out.append(np.asarray(probabilities, dtype=np.float64))
+    return out
 
 
 def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
@@ -67,20 +105,21 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
         if record.get("dataset_key") != dataset.content_key:
             raise ValueError(f"cell {record['cell']} was trained on other data ({record.get('dataset_key')}) "
                              f"than {dataset.name} ({dataset.content_key})")
-    members = []
+    members, paths = [], []
     for record in records:
         path = resolve_path(out_dir, record["model_path"])
         if path is None:
             raise ValueError(f"cell {record['cell']}: its model {record['model_path']} is not in {out_dir}")
         members.append(load_model(path))
+        paths.append(path)
     model = EnsembleModel(members, names=[record["cell"] for record in records])
     val, test = dataset.val, dataset.test
     log(f"{name}: weighing {', '.join(model.names)} on {val.name} ({len(val):,} faces)")
     fit_start = time.perf_counter()
-    model.fit(None, val.y, probabilities=model.member_probabilities(val.X))
+    model.fit(None, val.y, probabilities=member_probabilities(out_dir, model.names, paths, members, val.X, log=log))
     fit_seconds = time.perf_counter() - fit_start
 
-    test_probabilities = model.member_probabilities(test.X)
+    test_probabilities = member_probabilities(out_dir, model.names, paths, members, test.X, log=log)
     probabilities = model.combine(test_probabilities)
     predicted = np.argmax(probabilities, axis=1)
     scores = classification_metrics(test.y, predicted, tuple(model.classes_))

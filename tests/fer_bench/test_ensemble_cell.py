@@ -56,3 +56,26 @@ def test_ensemble_of_missing_cells_is_one_clear_line(kaggle_dir, run_with_two_ce
     one = CliRunner().invoke(cli, ["ensemble", "hog__knn", "--data", str(kaggle_dir), "--out",
                                    str(run_with_two_cells)])
     assert one.exit_code != 0 and "at least two cells" in one.output
+
+
+def test_members_are_scored_once_per_model_file_and_faces(kaggle_dir, run_with_two_cells, tmp_path):
+    out = run_with_two_cells
+
+    def ensemble(cells, name):
+        done = CliRunner().invoke(cli, ["ensemble", cells, "--name", name, "--data", str(kaggle_dir), "--out",
+                                        str(out), "--cache-dir", str(tmp_path / "cache"), "--no-report"])
+        assert done.exit_code == 0, done.output
+        return done.stderr, json.loads((out / "records" / f"{name}.json").read_text())
+
+    first_log, first = ensemble("hog__knn,hog__dt", "pair")
+    assert first_log.count("scoring") == 4  # two members, on the validation and the test faces
+    stored = sorted((out / "predictions" / "members").glob("*.npy"))
+    assert len(stored) == 4 and {path.name.split(".")[0] for path in stored} == {"hog__knn", "hog__dt"}
+    again_log, again = ensemble("hog__dt,hog__knn", "pair_again")  # the same members, in another order
+    assert "scoring" not in again_log
+    assert again["accuracy"] == first["accuracy"] and sorted(again["weights"]) == sorted(first["weights"])
+
+    stored[0].write_bytes(b"not an array")  # a damaged file is computed again, not used
+    damaged_log, damaged = ensemble("hog__knn,hog__dt", "pair_damaged")
+    assert damaged_log.count("scoring") == 1 and damaged["accuracy"] == first["accuracy"]
+    assert np.load(stored[0], allow_pickle=False).shape[1] == 7
