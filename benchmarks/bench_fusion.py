@@ -48,17 +48,10 @@ class LazyModel:
         self.path = path
         self._model = None
 
-    @property
-    def classes_(self):
-        return self._loaded().classes_
-
     def predict_proba(self, X):
-        return self._loaded().predict_proba(X)
-
-    def _loaded(self):
         if self._model is None:
             self._model = load_model(self.path)
-        return self._model
+        return self._model.predict_proba(X)
 
 
 def halves(y, seed: int = 0):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._core import array_digest, file_sha256
+from .._core import array_digest, file_sha256, load_cached_arrays, save_cached_arrays
 from ..ensemble import EnsembleModel
 from ..metrics import classification_metrics, mcnemar_test
 from ..models import load_model
@@ -46,33 +46,28 @@ MEMBER_PROBABILITIES_DIR = "predictions/members"
 def member_probabilities(out_dir, cells, paths, members, faces, *, log=None) -> list:
     """Each member's probabilities on ``faces``, each computed once per model file and set of faces.
 
-    Stored as ``OUT/predictions/members/CELL.MODEL.FACES.npy`` (the first 16
-    hex digits of the model file's and the faces' SHA-256; plain arrays,
-    read without pickle), so weighing other sets of the same cells, or the
-    same set again, scores no member twice.  A stored array of the wrong
-    shape or with values that are not probabilities is computed again.
+    Stored as ``OUT/predictions/members/CELL.MODEL.FACES.npz`` (the first 16
+    hex digits of the model file's and the faces' SHA-256) through the
+    project's cache files (:func:`fer_bench._core.save_cached_arrays`: plain
+    arrays, checked against their digests on reading), so weighing other sets
+    of the same cells, or the same set again, scores no member twice.  A file
+    that does not match is computed again.
     """
     folder = Path(out_dir) / MEMBER_PROBABILITIES_DIR
-    faces_key = array_digest(faces)[:16]
+    faces_key = array_digest(faces)
     out = []
     for cell, path, member in zip(cells, paths, members):
-        stored = folder / f"{cell}.{file_sha256(path)[:16]}.{faces_key}.npy"
-        shape = (len(faces), len(member.classes_))
-        try:
-            probabilities = np.load(stored, allow_pickle=False)
-            usable = probabilities.shape == shape and np.all(np.isfinite(probabilities)) and \
-                np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
-        except (OSError, ValueError):
-            usable = False
-        if not usable:
+        model_key = file_sha256(path)
+        stored = folder / f"{cell}.{model_key[:16]}.{faces_key[:16]}.npz"
+        record = {"member_probabilities": cell, "model_sha256": model_key, "faces_sha256": faces_key}
+        arrays = load_cached_arrays(stored, record)
+        if arrays is None:
             if log is not None:
                 log(f"{cell}: scoring {len(faces):,} faces")
-            probabilities = np.asarray(member.predict_proba(faces), dtype=np.float64)
+            arrays = {"probabilities": np.asarray(member.predict_proba(faces), dtype=np.float64)}
             folder.mkdir(parents=True, exist_ok=True)
-            partial = stored.with_name(stored.name + ".partial.npy")
-            np.save(partial, probabilities, allow_pickle=False)
-            partial.replace(stored)
-        out.append(np.asarray(probabilities, dtype=np.float64))
+            save_cached_arrays(stored, arrays, record)
+        out.append(arrays["probabilities"])
     return out
 
 

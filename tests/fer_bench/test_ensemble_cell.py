@@ -69,7 +69,7 @@ def test_members_are_scored_once_per_model_file_and_faces(kaggle_dir, run_with_t
 
     first_log, first = ensemble("hog__knn,hog__dt", "pair")
     assert first_log.count("scoring") == 4  # two members, on the validation and the test faces
-    stored = sorted((out / "predictions" / "members").glob("*.npy"))
+    stored = sorted((out / "predictions" / "members").glob("*.npz"))
     assert len(stored) == 4 and {path.name.split(".")[0] for path in stored} == {"hog__knn", "hog__dt"}
     again_log, again = ensemble("hog__dt,hog__knn", "pair_again")  # the same members, in another order
     assert "scoring" not in again_log
@@ -78,4 +78,5 @@ def test_members_are_scored_once_per_model_file_and_faces(kaggle_dir, run_with_t
     stored[0].write_bytes(b"not an array")  # a damaged file is computed again, not used
     damaged_log, damaged = ensemble("hog__knn,hog__dt", "pair_damaged")
     assert damaged_log.count("scoring") == 1 and damaged["accuracy"] == first["accuracy"]
-    assert np.load(stored[0], allow_pickle=False).shape[1] == 7
+    with np.load(stored[0], allow_pickle=False) as again_stored:
+        assert again_stored["probabilities"].shape[1] == 7
