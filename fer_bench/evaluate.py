@@ -27,6 +27,7 @@ shows them as its cross-dataset section.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, replace
@@ -427,21 +428,21 @@ def write_evaluation(out_dir, evaluation: Evaluation, *, log=None) -> dict:
 def _keep_earlier(folder: Path, name: str, record: dict) -> str | None:
     """Move ``folder/NAME.json`` (and its ``.npz``) under ``earlier/`` unless it is the same scoring as ``record``;
     the moved record's path relative to ``folder``, or None when nothing moved."""
-    import json
-
     path = folder / f"{name}.json"
     if not path.exists():
         return None
     try:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):
-        earlier = {}
-    if isinstance(earlier, dict) and all(earlier.get(key, object()) == record.get(key) for key in SAME_SCORING) \
-            and earlier.get("model_sha256") is not None:
+        earlier = None
+    if not isinstance(earlier, dict):
+        earlier = None
+    elif earlier.get("model_sha256") is not None and \
+            all(earlier.get(key, object()) == record.get(key) for key in SAME_SCORING):
         return None
-    stamp = _file_safe(str((earlier.get("started") if isinstance(earlier, dict) else None) or "unknown"))
     target = folder / EARLIER_DIR
     target.mkdir(exist_ok=True)
+    stamp = _file_safe(str((earlier or {}).get("started") or "unknown"))
     stem, number = f"{name}.{stamp}", 1
     while (target / f"{stem}.json").exists():
         number += 1
@@ -449,12 +450,13 @@ def _keep_earlier(folder: Path, name: str, record: dict) -> str | None:
     predictions = folder / f"{name}.npz"
     if predictions.exists():
         predictions.replace(target / f"{stem}.npz")
-        if isinstance(earlier, dict) and earlier:
+        if earlier is not None:
             earlier["predictions_path"] = f"{EVALUATIONS_DIR}/{EARLIER_DIR}/{stem}.npz"
-            write_json_atomic(target / f"{stem}.json", earlier)
-            path.unlink()
-            return f"{EARLIER_DIR}/{stem}.json"
-    path.replace(target / f"{stem}.json")
+    if earlier is not None:
+        write_json_atomic(target / f"{stem}.json", earlier)
+        path.unlink()
+    else:  # unreadable: kept as it is
+        path.replace(target / f"{stem}.json")
     return f"{EARLIER_DIR}/{stem}.json"
 
 
