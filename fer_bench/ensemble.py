@@ -98,19 +98,27 @@ class EnsembleModel:
         chooses them on validation faces.
     metadata : dict, optional
         Free-form provenance (dataset, split, scores); saved with the model.
+    shipped : dict, optional
+        ``{member name: (shipped model name, its file)}``: members that are
+        shipped models; :meth:`save` stores them as references (see there).
+        A loaded ensemble knows the shipped members it refers to.
     """
 
     family = "ensemble"
 
-    def __init__(self, members, names=None, weights=None, metadata=None):
+    def __init__(self, members, names=None, weights=None, metadata=None, shipped=None):
         self.members = list(members)
         self.names = list(names) if names is not None else [f"member{i}" for i in range(len(self.members))]
         self.weights = weights
         self.metadata = dict(metadata or {})
+        self.shipped = dict(shipped or {})
         if len(self.members) < 2:
             raise ValueError("an ensemble needs at least two models")
         if len(self.names) != len(self.members):
             raise ValueError(f"{len(self.names)} names for {len(self.members)} models")
+        unknown = sorted(set(self.shipped) - set(self.names))
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a member of this ensemble (members: {', '.join(self.names)})")
         first = tuple(self.members[0].classes_)
         for name, member in zip(self.names, self.members):
             if tuple(member.classes_) != first:
@@ -189,11 +197,13 @@ class EnsembleModel:
             ``{member name: (shipped model name, its file)}``: members that are
             shipped models, stored as a reference to the shipped model and its
             file's SHA-256 instead of a copy (a shipped ensemble costs no second
-            copy of its parts).  Loading checks the digest.
+            copy of its parts).  Loading checks the digest.  The members the
+            ensemble was built with as shipped models (``shipped``) are always
+            stored so.
         """
         self._check_fitted()
         path = Path(path)
-        shipped_members = dict(shipped_members or {})
+        shipped_members = {**self.shipped, **dict(shipped_members or {})}
         unknown = sorted(set(shipped_members) - set(self.names))
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not a member of this ensemble (members: {', '.join(self.names)})")
@@ -236,11 +246,13 @@ class EnsembleModel:
         """
         path = Path(path)
         info = read_ensemble_metadata(path)
-        members = []
+        members, shipped = [], {}
         with zipfile.ZipFile(path) as bundle, tempfile.TemporaryDirectory(prefix="fer-ensemble-") as scratch:
-            for member_name in info["files"]:
+            for name, member_name in zip(info["names"], info["files"]):
                 if member_name.startswith(SHIPPED_PREFIX):
-                    members.append(load_member(_checked_shipped_member(path, member_name, info, shipped_file)))
+                    member_path = _checked_shipped_member(path, member_name, info, shipped_file)
+                    shipped[name] = (member_name[len(SHIPPED_PREFIX):], member_path)
+                    members.append(load_member(member_path))
                     continue
                 if member_name not in bundle.namelist():
                     raise EnsembleFileError(f"{path}: the ensemble lacks its member {member_name}; the file is damaged")
@@ -248,7 +260,8 @@ class EnsembleModel:
                 target.write_bytes(bundle.read(member_name))
                 members.append(load_member(target))
         try:
-            model = cls(members, names=info["names"], weights=info["weights"], metadata=info.get("metadata"))
+            model = cls(members, names=info["names"], weights=info["weights"], metadata=info.get("metadata"),
+                        shipped=shipped)
         except ValueError as error:
             raise EnsembleFileError(f"{path}: {error}") from None
         model.validation_accuracy_ = info.get("validation_accuracy")
@@ -312,4 +325,7 @@ def read_ensemble_metadata(path) -> dict:
     for key in ("classes", "names", "files", "weights"):
         if not isinstance(info.get(key), list):
             raise EnsembleFileError(f"{path}: its metadata lacks {key}; the file is damaged")
+    if len(info["names"]) != len(info["files"]):
+        raise EnsembleFileError(f"{path}: its metadata names {len(info['names'])} members and {len(info['files'])} "
+                                f"files; the file is damaged")
     return info

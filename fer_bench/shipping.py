@@ -62,10 +62,12 @@ def with_onnx_members(ensemble, skip=()):
     members = []
     with tempfile.TemporaryDirectory(prefix="fer-ship-") as scratch:
         for index, (name, member) in enumerate(zip(ensemble.names, ensemble.members)):
-            if member.family == "deep" and getattr(member, "runtime", None) != "onnxruntime" and name not in skip:
+            if (member.family == "deep" and getattr(member, "runtime", None) != "onnxruntime" and name not in skip
+                    and name not in ensemble.shipped):
                 member = OnnxModel.load(export_onnx(member, Path(scratch) / f"{index}.onnx"))
             members.append(member)
-    converted = EnsembleModel(members, names=ensemble.names, weights=ensemble.weights_, metadata=ensemble.metadata)
+    converted = EnsembleModel(members, names=ensemble.names, weights=ensemble.weights_, metadata=ensemble.metadata,
+                              shipped=ensemble.shipped)
     converted.validation_accuracy_ = getattr(ensemble, "validation_accuracy_", None)
     return converted
 

@@ -151,6 +151,13 @@ def test_an_ensemble_can_refer_to_shipped_members_and_notices_when_one_changes(t
     X_test, _ = synthetic_faces(14, seed=4)
     np.testing.assert_array_equal(again.predict_proba(X_test), model.predict_proba(X_test))
     assert again.names == ["hog__knn", "hog__rf"]
+    # An ensemble built on a shipped member, and one loaded from such a file, keep the reference when saved.
+    built = EnsembleModel([knn, rf], names=["hog__knn", "hog__rf"], weights=model.weights_,
+                          shipped={"hog__knn": ("near", shipped / "near.skops")})
+    assert again.shipped == built.shipped
+    for source in (built, again):
+        with zipfile.ZipFile(source.save(tmp_path / "saved-again.zip")) as bundle:
+            assert [item for item in bundle.namelist() if item.startswith("members/")] == ["members/1-hog__rf.skops"]
 
     with pytest.raises(ValueError, match="'hog__svm' is not a member of this ensemble"):
         model.save(tmp_path / "other.zip", shipped_members={"hog__svm": ("near", shipped / "near.skops")})
