@@ -631,7 +631,11 @@ def ensemble(cells, name, data_path, cache_dir, out_dir, write_report):
     """Average finished cells' models (CNNs, classical or both) as a new cell of the run.
 
     The weights are chosen on the validation split; the test split scores the
-    ensemble, and McNemar's test compares it with its best member.
+    ensemble, and McNemar's test compares it with its best member.  A member
+    may be a shipped model, as shipped:NAME (`fer-bench models` lists them),
+    e.g. `fer-bench ensemble cnn-vgg_cpu,shipped:cnn` to add a network you
+    trained to the shipped one; the ensemble file refers to the shipped file
+    instead of copying it.
     """
     from .data import load_dataset
     from .experiment.ensemble_cell import run_ensemble_cell
@@ -639,9 +643,11 @@ def ensemble(cells, name, data_path, cache_dir, out_dir, write_report):
     members = split_list(cells)
     if len(members) < 2:
         raise click.UsageError("an ensemble needs at least two cells, e.g. cnn-vgg_cpu,cnn-resnet_cpu")
-    name = name or "ensemble-" + "-".join(members)
+    name = name or "ensemble-" + "-".join(member.replace(":", "-") for member in members)
     with user_errors(), naming_outputs(("--out", out_dir)):
-        output_folder(out_dir, "--out", data=data_path, subfolders=RUN_FOLDERS, create=False)
+        # Shipped models alone need no run folder of cells: the ensemble starts one.
+        output_folder(out_dir, "--out", data=data_path, subfolders=RUN_FOLDERS,
+                      create=all(member.startswith("shipped:") for member in members))
         dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir())
         check_splits(dataset)
         try:

@@ -2,9 +2,12 @@
 
 An ensemble of CNNs and a *fusion* of classical and deep models are both an
 :class:`fer_bench.ensemble.EnsembleModel` of finished cells of the same run
-folder.  The cell writes the record every cell writes (so the report lists it
-beside its parts), plus its members, their weights and McNemar's test against
-its best member on the test split.
+folder, or of shipped models (``shipped:cnn``: the models that come with
+fer-bench, trained on the same split), or both.  The cell writes the record
+every cell writes (so the report lists it beside its parts), plus its members,
+their weights, each member's accuracy and McNemar's test against its best
+member on the test split.  A shipped member is saved as a reference to the
+shipped file (checked by its SHA-256 on loading), not as a copy.
 """
 
 from __future__ import annotations
@@ -16,16 +19,33 @@ from pathlib import Path
 import numpy as np
 
 from .._core import array_digest, file_sha256, load_cached_arrays, save_cached_arrays
-from ..ensemble import EnsembleModel
+from ..ensemble import SHIPPED_PREFIX, EnsembleModel
 from ..metrics import classification_metrics, mcnemar_test
-from ..models import load_model
+from ..models import load_model, shipped_models
 from .harness import cell_record, read_record, resolve_path, time_prediction_isolated, write_cell_outputs
 
 
+def shipped_member_record(cell: str) -> dict:
+    """The record of the shipped model ``cell`` names (``shipped:NAME``), shaped as a finished cell's."""
+    name = cell[len(SHIPPED_PREFIX):]
+    shipped = {record["name"]: record for record in shipped_models()}
+    if name not in shipped:
+        raise ValueError(f"no shipped model named {name!r} (shipped: {', '.join(sorted(shipped)) or 'none'}); "
+                         f"`fer-bench models` lists them")
+    record = shipped[name]
+    return {**record, "cell": cell, "shipped": name, "model_path": record["path"], "status": "ok"}
+
+
 def member_records(out_dir, cells) -> list:
-    """The finished records of ``cells`` in the run folder; an unfinished or failed one is an error naming it."""
+    """The finished records of ``cells`` in the run folder (``shipped:NAME``: a shipped model's record).
+
+    An unfinished or failed cell, or an unknown shipped model, is an error naming it.
+    """
     records = []
     for cell in cells:
+        if cell.startswith(SHIPPED_PREFIX):
+            records.append(shipped_member_record(cell))
+            continue
         path = Path(out_dir) / "records" / f"{cell}.json"
         if not path.is_file():
             raise ValueError(f"cell {cell} has no finished record in {out_dir}; run it first")
@@ -58,7 +78,7 @@ def member_probabilities(out_dir, cells, paths, members, faces, *, log=None) -> 
     out = []
     for cell, path, member in zip(cells, paths, members):
         model_key = file_sha256(path)
-        stored = folder / f"{cell}.{model_key[:16]}.{faces_key[:16]}.npz"
+        stored = folder / f"{cell.replace(':', '-')}.{model_key[:16]}.{faces_key[:16]}.npz"
         record = {"member_probabilities": cell, "model_sha256": model_key, "faces_sha256": faces_key}
         arrays = load_cached_arrays(stored, record)
         if arrays is None:
@@ -81,7 +101,8 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
     name : str
         The cell's name, e.g. ``ensemble-cnn`` or ``fusion``.
     cells : sequence of str
-        Finished cells of ``out_dir`` to combine (at least two).
+        Finished cells of ``out_dir``, or shipped models as ``shipped:NAME``,
+        to combine (at least two).
     out_dir : path
         The run folder.
     log : callable
@@ -100,26 +121,36 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
         if record.get("dataset_key") != dataset.content_key:
             raise ValueError(f"cell {record['cell']} was trained on other data ({record.get('dataset_key')}) "
                              f"than {dataset.name} ({dataset.content_key})")
-    members, paths = [], []
+    members, paths, shipped = [], [], {}
     for record in records:
-        path = resolve_path(out_dir, record["model_path"])
+        if "shipped" in record:
+            path = Path(record["model_path"])
+            shipped[record["cell"]] = (record["shipped"], path)
+        else:
+            path = resolve_path(out_dir, record["model_path"])
         if path is None:
             raise ValueError(f"cell {record['cell']}: its model {record['model_path']} is not in {out_dir}")
         members.append(load_model(path))
         paths.append(path)
-    model = EnsembleModel(members, names=[record["cell"] for record in records])
+    model = EnsembleModel(members, names=[record["cell"] for record in records], shipped=shipped)
     val, test = dataset.val, dataset.test
     log(f"{name}: weighing {', '.join(model.names)} on {val.name} ({len(val):,} faces)")
     fit_start = time.perf_counter()
-    model.fit(None, val.y, probabilities=member_probabilities(out_dir, model.names, paths, members, val.X, log=log))
+    val_probabilities = member_probabilities(out_dir, model.names, paths, members, val.X, log=log)
+    model.fit(None, val.y, probabilities=val_probabilities)
     fit_seconds = time.perf_counter() - fit_start
+    member_validation = {cell: float(np.mean(np.argmax(p, axis=1) == val.y))
+                         for cell, p in zip(model.names, val_probabilities)}
 
     test_probabilities = member_probabilities(out_dir, model.names, paths, members, test.X, log=log)
     probabilities = model.combine(test_probabilities)
     predicted = np.argmax(probabilities, axis=1)
     scores = classification_metrics(test.y, predicted, tuple(model.classes_))
     member_predictions = {cell: np.argmax(p, axis=1) for cell, p in zip(model.names, test_probabilities)}
-    best_member = max(records, key=lambda record: record["validation_accuracy"] or 0.0)["cell"]
+    member_test = {cell: float(np.mean(predicted_by == test.y)) for cell, predicted_by in member_predictions.items()}
+    # The best member is the one the validation split ranks first, measured here from the
+    # probabilities just computed (a shipped model's record may not hold its validation score).
+    best_member = max(model.names, key=member_validation.get)
     versus_best = mcnemar_test(test.y, predicted, member_predictions[best_member])
     log(f"{name}: weights {', '.join(f'{w:.2f}' for w in model.weights_)}; {test.name} accuracy "
         f"{scores['accuracy']:.4f} (best member {best_member}: "
@@ -140,6 +171,9 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
         "weights": model.weights_.tolist(),
         "chosen_params": {"weights": model.weights_.tolist()},
         "validation_accuracy": model.validation_accuracy_,
+        "member_validation_accuracies": member_validation,
+        "member_accuracies": member_test,
+        "shipped_members": {cell: shipped_name for cell, (shipped_name, _) in shipped.items()},
         "best_member": best_member,
         "mcnemar_vs_best_member": versus_best,
         "seed": records[0].get("seed"),

@@ -327,6 +327,14 @@ def verdict(analysis: RunAnalysis) -> list:
     lines = []
     if not analysis.models:
         return ["No cell finished, so there is nothing to compare; the failed cells are listed below."]
+    if not best:  # only fusions of the two families (e.g. of shipped models)
+        model = max(analysis.models, key=lambda m: m.accuracy)
+        lines.append("This run holds no classical and no deep cell of its own, only fusions of the two, so this "
+                     "report cannot say which family wins.")
+        lines.append(f"The best model is {model.name}: {pct(model.accuracy)} test accuracy "
+                     f"{ci_text((model.metrics.get('ci') or {}).get('accuracy'))}, macro F1 "
+                     f"{pct(model.metrics.get('f1_macro'))}; it costs {describe_cost(model)}.")
+        return lines
     if "deep" not in best or "classic" not in best:
         family = "classic" if "classic" in best else "deep"
         other = "deep (CNN)" if family == "classic" else "classical"

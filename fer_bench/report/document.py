@@ -110,7 +110,8 @@ def ensemble_rows(analysis: RunAnalysis) -> list:
     rows = [["ensemble", "test accuracy", "members (weight, test accuracy)", "best member", "b / c", "McNemar p"]]
     for model in ensembles:
         record = model.record
-        members = ", ".join(f"{cell} ({weight:.2f}, {pct(accuracy.get(cell))})"
+        member_accuracy = {**accuracy, **(record.get("member_accuracies") or {})}
+        members = ", ".join(f"{cell} ({weight:.2f}, {pct(member_accuracy.get(cell))})"
                             for cell, weight in zip(record["members"], record.get("weights") or []))
         test = record.get("mcnemar_vs_best_member") or {}
         rows.append([model.name, pct(model.accuracy), members, record.get("best_member", "–"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from fer_bench.cli import cli
 from fer_bench.data import load_dataset
-from fer_bench.models import load_model
+from fer_bench.models import load_model, shipped_models
 
 
 @pytest.fixture
@@ -80,3 +81,46 @@ def test_members_are_scored_once_per_model_file_and_faces(kaggle_dir, run_with_t
     assert damaged_log.count("scoring") == 1 and damaged["accuracy"] == first["accuracy"]
     with np.load(stored[0], allow_pickle=False) as again_stored:
         assert again_stored["probabilities"].shape[1] == 7
+
+
+def test_shipped_members_are_named_checked_against_the_data_and_refused_when_unknown(kaggle_dir, run_with_two_cells,
+                                                                                     tmp_path):
+    def ensemble(cells):
+        return CliRunner().invoke(cli, ["ensemble", cells, "--data", str(kaggle_dir), "--out", str(run_with_two_cells),
+                                        "--cache-dir", str(tmp_path / "cache"), "--no-report"])
+
+    other_data = ensemble("hog__knn,shipped:svm")  # the shipped models were trained on FER-2013
+    assert other_data.exit_code == 1
+    assert other_data.stderr.startswith("fer-bench: error: cell shipped:svm was trained on other data")
+    unknown = ensemble("hog__knn,shipped:nope")
+    names = ", ".join(sorted(record["name"] for record in shipped_models()))
+    assert unknown.exit_code == 1
+    assert unknown.stderr == f"fer-bench: error: no shipped model named 'nope' (shipped: {names}); " \
+                             f"`fer-bench models` lists them\n"
+    assert not (run_with_two_cells / "records" / "ensemble-hog__knn-shipped-nope.json").exists()
+
+
+def test_the_shipped_fusion_is_rebuilt_from_the_shipped_models_it_refers_to(fer2013_dir, tmp_path):
+    """`fer-bench ensemble shipped:cnn,shipped:svm` in a new folder weighs and scores what the shipped fusion says."""
+    shipped = {record["name"]: record for record in shipped_models()}
+    fusion = shipped["fusion"]
+    members = [f"shipped:{name}" for name in fusion["shipped_members"].values()]
+    out = tmp_path / "new-run"
+    done = CliRunner().invoke(cli, ["ensemble", ",".join(members), "--name", "fusion", "--data", str(fer2013_dir),
+                                    "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    record = json.loads((out / "records" / "fusion.json").read_text())
+    assert record["family"] == "fusion" and record["members"] == members
+    assert record["weights"] == pytest.approx(fusion["weights"])
+    assert record["accuracy"] == pytest.approx(fusion["accuracy"], abs=0.0005)
+    for member in members:  # each member's own accuracy is the shipped record's
+        assert record["member_accuracies"][member] == pytest.approx(shipped[member[8:]]["accuracy"], abs=0.0005)
+    assert record["best_member"] == "shipped:cnn"
+    # The ensemble refers to the shipped files instead of copying them, and loads through them.
+    model_path = out / record["model_path"]
+    assert model_path.stat().st_size < 20_000
+    assert load_model(model_path).shipped == {member: (member[8:], Path(shipped[member[8:]]["path"]))
+                                              for member in members}
+    report = (out / "report.md").read_text()
+    assert "no classical and no deep cell of its own, only fusions of the two" in report
+    assert f"shipped:cnn ({fusion['weights'][0]:.2f}, {100 * shipped['cnn']['accuracy']:.1f}%)" in report
