@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SHARED_FER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def fer2013_path() -> Path | None:
@@ -102,3 +105,35 @@ def kill_survivors(pids) -> None:
     for pid in pids:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def script_command(tmp_path, source: str, *, per_class: int = 1):
+    """A small Kaggle-layout dataset, an empty run folder and the command running script ``source`` on them.
+
+    The script gets the run folder, the dataset and a cache folder as its arguments.
+    """
+    data = write_kaggle_layout(tmp_path / "fer2013", per_class=per_class)
+    out = tmp_path / "run"
+    out.mkdir()
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    return out, [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
+
+
+def start_and_wait(command, ready, what: str, *, env=None, timeout: float = 60):
+    """Start ``command`` (this checkout first on its path); return the process once ``ready()`` holds.
+
+    Fails, killing the process, if it exits or ``timeout`` seconds pass first.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+    except BaseException:
+        process.kill()
+        raise
+    return process

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
 import stat
 import subprocess
 import sys
@@ -340,75 +339,6 @@ def test_cache_info_and_clear(tmp_path):
 
 
 # ----------------------------------------------------------------------------- signals and workers
-
-
-WORKERS_SCRIPT = """
-import os, sys, time
-from pathlib import Path
-from joblib import Parallel, delayed
-from fer_bench.experiment import sweep
-from fer_bench.cli import cli
-
-out = Path(sys.argv[1])
-
-def work(index):
-    (out / f"worker-{index}.pid").write_text(str(os.getpid()))
-    time.sleep(300)  # the sweep is stopped while its workers fit
-
-def cell(dataset, features, classifier, out_dir, **settings):
-    Parallel(n_jobs=2)(delayed(work)(i) for i in range(2))
-
-sweep.run_classic_cell = cell
-cli(["run", "--features", "lbp", "--classifier", "dt", "--data", sys.argv[2], "--out", str(out),
-     "--cache-dir", sys.argv[3], "--no-report"], prog_name="fer-bench")
-"""
-
-
-def start_sweep_with_workers(tmp_path):
-    """A sweep whose one cell has two loky workers asleep; returns the process and the workers' ids."""
-    data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
-    out = tmp_path / "run"
-    out.mkdir()
-    script = tmp_path / "workers_script.py"
-    script.write_text(WORKERS_SCRIPT)
-    command = [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    while len(list(out.glob("worker-*.pid"))) < 2:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the workers never started: {process.communicate()}")
-        time.sleep(0.05)
-    time.sleep(0.2)  # both pid files written in full
-    return process, [int(path.read_text()) for path in out.glob("worker-*.pid")]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_exits_143_with_the_interrupt_line(tmp_path):
-    process, workers = start_sweep_with_workers(tmp_path)
-    try:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-        assert process.returncode == 143
-        assert "interrupted; finished cells are saved" in stderr and "Traceback" not in stderr
-        assert wait_until_dead(workers) == []
-    finally:
-        kill_survivors(workers)
-        if process.poll() is None:
-            process.kill()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_workers_end_when_their_parent_is_killed(tmp_path):
-    process, workers = start_sweep_with_workers(tmp_path)
-    try:
-        assert all(alive(pid) for pid in workers)
-        process.kill()  # SIGKILL: nothing in the parent runs
-        process.communicate(timeout=30)
-        assert wait_until_dead(workers) == [], "worker processes outlived their killed parent"
-    finally:
-        kill_survivors(workers)
 
 
 def _children(pid: int) -> list:

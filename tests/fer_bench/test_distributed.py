@@ -28,9 +28,9 @@ from fer_bench.experiment import distributed as fer_dask
 from fer_bench.experiment import sweep
 from fer_bench.experiment.harness import cell_id, load_predictions, save_predictions
 
-from conftest import CLASSES, kill_survivors, synthetic_faces, wait_until_dead, write_kaggle_layout
+from conftest import (CLASSES, REPO, kill_survivors, script_command, start_and_wait, synthetic_faces,
+                      wait_until_dead, write_kaggle_layout)
 
-REPO = Path(__file__).resolve().parents[2]
 GRID = {"features": ["lbp", "hog"], "classifiers": ["knn", "dt"]}
 
 
@@ -257,21 +257,13 @@ if __name__ == "__main__":  # the workers' processes start from this file too
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_interrupted_client_cancels_its_tasks_and_a_rerun_completes_only_the_missing_cells(tmp_path):
-    data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
-    out = tmp_path / "run"
-    out.mkdir()
-    script = tmp_path / "interrupt_script.py"
-    script.write_text(INTERRUPT_SCRIPT)
-    command = [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
+    out, command = script_command(tmp_path, INTERRUPT_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HANG_IN_DT": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     finished = [out / "records" / "lbp__knn.json", out / "records" / "lbp__svm.json"]
+    process = start_and_wait(command, lambda: (out / "dt.pid").exists() and all(path.exists() for path in finished),
+                             "the cells never got going", env=env, timeout=180)
     try:
-        deadline = time.monotonic() + 180
-        while not ((out / "dt.pid").exists() and all(path.exists() for path in finished)):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the cells never got going"
-            time.sleep(0.1)
+        time.sleep(0.1)  # the pid file written in full
         hanging = int((out / "dt.pid").read_text())
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=90)

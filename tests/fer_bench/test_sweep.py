@@ -21,9 +21,9 @@ from fer_bench.data import Dataset, Split
 from fer_bench.experiment.harness import cell_id, save_predictions
 from fer_classic.classifiers import CLASSIFIERS
 
-from conftest import CLASSES, alive, kill_survivors, synthetic_faces, wait_until_dead, write_kaggle_layout
+from conftest import (CLASSES, REPO, alive, kill_survivors, script_command, start_and_wait, synthetic_faces,
+                      wait_until_dead, write_kaggle_layout)
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def synthetic_dataset(n_train=70, n_val=35, n_test=35) -> Dataset:
@@ -313,36 +313,11 @@ cli(["run", "--features", "lbp", "--classifier", "knn,dt,svm", "--data", sys.arg
 """
 
 
-def sweep_script_command(tmp_path, source):
-    """A one-face-per-class dataset, an empty run folder and the command that runs ``source`` on them."""
-    data = write_kaggle_layout(tmp_path / "fer2013", per_class=1)
-    out = tmp_path / "run"
-    out.mkdir()
-    script = tmp_path / "sweep_script.py"
-    script.write_text(source)
-    return out, [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
-
-
-def start_and_wait(command, env, ready, what: str, timeout: float = 60):
-    """Start ``command``; return the process once ``ready()`` holds (fail if it exits or times out first)."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while not ready():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, what
-            time.sleep(0.05)
-    except BaseException:
-        process.kill()
-        raise
-    return process
-
-
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGKILL])
 def test_killed_sweep_resumes_with_only_the_interrupted_cell(tmp_path, signal_number):
-    out, command = sweep_script_command(tmp_path, KILL_SCRIPT)
+    out, command = script_command(tmp_path, KILL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HANG_IN_DT": "1"}
-    process = start_and_wait(command, env, (out / "dt-started").exists, "the sweep never reached the second cell")
+    process = start_and_wait(command, (out / "dt-started").exists, "the sweep never reached the second cell", env=env)
     try:
         process.send_signal(signal_number)
         _, stderr = process.communicate(timeout=120)
@@ -388,9 +363,9 @@ cli(["run", "--features", "lbp", "--classifier", "dt", "--data", sys.argv[2], "-
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_stops_the_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
-    out, command = sweep_script_command(tmp_path, TERM_SCRIPT)
-    process = start_and_wait(command, {**os.environ, "PYTHONPATH": str(REPO)},
-                             lambda: len(list(out.glob("worker-*.pid"))) == 2, "the workers never started", timeout=90)
+    out, command = script_command(tmp_path, TERM_SCRIPT)
+    process = start_and_wait(command, lambda: len(list(out.glob("worker-*.pid"))) == 2, "the workers never started",
+                             timeout=90)
     try:
         workers = [int(path.read_text()) for path in out.glob("worker-*.pid")]
         assert all(alive(pid) for pid in workers)
@@ -408,4 +383,20 @@ def test_sigterm_stops_the_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
         assert "interrupted; finished cells are saved" in stderr and "Traceback" not in stderr
         assert wait_until_dead(workers, 30) == [], "worker processes outlived the stopped sweep"
     finally:  # on failure, leave no sleeping orphans behind
+        kill_survivors(workers)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    out, command = script_command(tmp_path, TERM_SCRIPT)
+    process = start_and_wait(command, lambda: len(list(out.glob("worker-*.pid"))) == 2, "the workers never started",
+                             timeout=90)
+    time.sleep(0.2)  # both pid files written in full
+    workers = [int(path.read_text()) for path in out.glob("worker-*.pid")]
+    try:
+        assert all(alive(pid) for pid in workers)
+        process.kill()  # SIGKILL: nothing in the parent runs
+        process.communicate(timeout=30)
+        assert wait_until_dead(workers) == [], "worker processes outlived their killed parent"
+    finally:
         kill_survivors(workers)

@@ -8,14 +8,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import write_kaggle_layout
+from conftest import script_command, start_and_wait
 from fer_bench.workers import call_interruptibly
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Stopped(Exception):
@@ -76,21 +73,9 @@ cli(["run", "--features", "lbp", "--classifier", "svm", "--no-select", "--data",
 
 @pytest.mark.skipif(sys.platform.startswith("win"), reason="SIGTERM")
 def test_sigterm_stops_a_run_inside_a_long_svm_fit(tmp_path):
-    data = write_kaggle_layout(tmp_path / "fer2013", per_class=2)
-    out = tmp_path / "run"
-    out.mkdir()
-    script = tmp_path / "long_fit.py"
-    script.write_text(LONG_FIT_SCRIPT)
-    process = subprocess.Popen([sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")],
-                               env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    out, command = script_command(tmp_path, LONG_FIT_SCRIPT, per_class=2)
+    process = start_and_wait(command, (out / "fitting").exists, "the fit never started", timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "fitting").exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the fit never started: {process.communicate()}")
-            time.sleep(0.05)
         time.sleep(1.0)  # inside libsvm
         process.send_signal(signal.SIGTERM)
         try:
