@@ -15,7 +15,7 @@ Random pixels stand in for faces: the cost of a convolution does not depend
 on what the pixels show.  Run::
 
     python benchmarks/bench_cnn.py [--archs vgg_cpu,resnet_cpu] [--batch-sizes 64,128,256] [--jit off,on]
-                                   [--batches 5] [--json out.json]
+                                   [--batches 5] [--arch-param filters=(48,96,192,384)] [--json out.json]
 
 Each row also gives the forward multiply-adds of one face
 (:func:`fer_deep.architectures.multiply_adds`) and the backend (set
@@ -53,7 +53,7 @@ def vector_units() -> str:
 
 
 def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, warmup: int = 2,
-                       singles: int = 20, seed: int = 0, jit_compile="auto") -> dict:
+                       singles: int = 20, seed: int = 0, jit_compile="auto", arch_params=None) -> dict:
     """Time training and prediction of one architecture; returns plain figures."""
     import keras
 
@@ -66,7 +66,7 @@ def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, war
     params = resolve_training_params(arch)
 
     build_start = time.perf_counter()
-    net = make_model(arch)
+    net = make_model(arch, **(arch_params or {}))
     steps = math.ceil(FER2013_TRAIN / batch_size)
     trainer = make_trainer(net, params, make_optimizer(params, steps, 10), seed=seed, jit_compile=jit_compile)
     X = rng.integers(0, 256, size=(batch_size, 48, 48, 1)).astype(np.float32)
@@ -82,7 +82,7 @@ def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, war
     train_seconds = time.perf_counter() - start
     images_per_second = batches * batch_size / train_seconds
 
-    model = DeepModel(arch)
+    model = DeepModel(arch, arch_params=arch_params)
     model.model_ = net
     model.input_shape_ = (48, 48, 1)
     model.classes_ = FER2013_CLASSES
@@ -100,6 +100,7 @@ def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, war
     epoch_seconds = FER2013_TRAIN / images_per_second + FER2013_VALIDATION * batched_ms / 1000
     return {
         "arch": arch,
+        "arch_params": dict(arch_params or {}),
         "parameters": int(net.count_params()),
         "multiply_adds": multiply_adds(net),
         "backend": keras.backend.backend(),
@@ -120,6 +121,9 @@ def main(argv=None) -> int:
     parser.add_argument("--jit", default="auto", help="comma-separated XLA settings: off, on, auto [default: auto]")
     parser.add_argument("--batches", type=int, default=5, help="timed training batches")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training batches first")
+    parser.add_argument("--arch-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="architecture parameter for every network benchmarked (repeatable), as "
+                             "`fer-bench train cnn --arch-param` takes it, e.g. filters=(48,96,192,384)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -143,6 +147,11 @@ def main(argv=None) -> int:
         print(f"bench_cnn: --jit takes off, on or auto, got {args.jit}", file=sys.stderr)
         return 1
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    from fer_bench.cli import parse_params
+
+    arch_params = parse_params(args.arch_param)
+    if arch_params:
+        print(f"# architecture parameters: {arch_params}", file=sys.stderr)
     header = (f"{'arch':<14} {'params':>10} {'GMAC':>6} {'batch':>5} {'xla':>5} {'train img/s':>12} "
               f"{'s/epoch':>9} {'ms/face 1':>10} {'ms/face batch':>14}")
     print(header)
@@ -152,7 +161,7 @@ def main(argv=None) -> int:
         for batch_size in batch_sizes:
             for jit in jits:
                 r = bench_architecture(arch, batch_size=batch_size, batches=args.batches, warmup=args.warmup,
-                                       jit_compile=jit_values[jit])
+                                       jit_compile=jit_values[jit], arch_params=arch_params)
                 results.append(r)
                 print(f"{arch:<14} {r['parameters']:>10,} {r['multiply_adds'] / 1e9:>6.3f} {batch_size:>5} "
                       f"{jit:>5} {r['train_images_per_second']:>12.1f} {r['seconds_per_epoch']:>9.0f} "
