@@ -643,6 +643,9 @@ def ensemble(cells, name, data_path, cache_dir, out_dir, write_report):
     members = split_list(cells)
     if len(members) < 2:
         raise click.UsageError("an ensemble needs at least two cells, e.g. cnn-vgg_cpu,cnn-resnet_cpu")
+    repeated = sorted({member for member in members if members.count(member) > 1})
+    if repeated:
+        raise click.UsageError(f"{repeated[0]} is given twice; name each member once")
     name = name or "ensemble-" + "-".join(member.replace(":", "-") for member in members)
     with user_errors(), naming_outputs(("--out", out_dir)):
         # Shipped models alone need no run folder of cells: the ensemble starts one.
