@@ -59,7 +59,7 @@ def test_ensemble_of_missing_cells_is_one_clear_line(kaggle_dir, run_with_two_ce
     assert one.exit_code != 0 and "at least two cells" in one.output
     twice = CliRunner().invoke(cli, ["ensemble", "hog__knn,hog__dt,hog__knn", "--data", str(kaggle_dir), "--out",
                                      str(run_with_two_cells)])
-    assert twice.exit_code == 2 and "hog__knn is given twice; name each member once" in twice.output
+    assert twice.exit_code == 1 and "hog__knn is given twice; name each member once" in twice.output
 
 
 def test_members_are_scored_once_per_model_file_and_faces(kaggle_dir, run_with_two_cells, tmp_path):
