@@ -12,7 +12,7 @@ does (:func:`fer_bench.ensemble.choose_weights`) and reports:
   PublicTest (seeded, stratified), scored on the other half, and back.  More
   members mean more weights to fit, so this is the figure to choose a subset
   by; the chosen subset is then scored on PrivateTest by ``fer-bench
-  ensemble``::
+  ensemble``.  Shipped models take part as ``shipped:NAME``::
 
     nice -n 5 python benchmarks/bench_fusion.py runs/cpu --cells cnn-vgg_cpu,cnn-resnet_cpu,hog+lbp+landmarks__svm__flip \\
         --data ../shared/data/fer2013
@@ -35,7 +35,9 @@ from fer_bench.models import load_model
 
 def validation_probabilities(run_dir: Path, records, faces) -> dict:
     """Each cell's PublicTest probabilities, stored with the run as ``fer-bench ensemble`` stores them."""
-    paths = [resolve_path(run_dir, record["model_path"]) for record in records]
+    # A shipped member (shipped:NAME) is the shipped file itself; a cell's model is looked up in the run.
+    paths = [Path(record["model_path"]) if "shipped" in record else resolve_path(run_dir, record["model_path"])
+             for record in records]
     cells = [record["cell"] for record in records]
     members = [LazyModel(path) for path in paths]
     return dict(zip(cells, member_probabilities(run_dir, cells, paths, members, faces, log=print)))
@@ -89,7 +91,8 @@ def subset_scores(probabilities: dict, y, *, seed: int = 0) -> list:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="run folder holding the cells' records and models")
-    parser.add_argument("--cells", required=True, help="comma-separated finished cells of the run folder")
+    parser.add_argument("--cells", required=True,
+                        help="comma-separated finished cells of the run folder, or shipped models as shipped:NAME")
     parser.add_argument("--data", required=True, help="FER-2013 folder (Kaggle layout)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the two PublicTest halves")
     parser.add_argument("--top", type=int, default=15, help="rows shown, best cross-fitted first")
