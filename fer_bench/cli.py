@@ -727,15 +727,20 @@ def train_group():
                    "class_weight=balanced, patience=5, augment=False.")
 @click.option("--arch-param", "arch_params", multiple=True, metavar="KEY=VALUE",
               help="Architecture parameter (repeatable), e.g. filters=(32,64,128,256) for vgg.")
+@click.option("--name", "cell_name", default=None, metavar="NAME",
+              help="Name of the cell in --out [default: cnn-ARCH]: another seed or width of a network trained "
+                   "beside the first, e.g. --name cnn-vgg_cpu-seed1.")
 @dask_options
 def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, seed, train_subset, tta, params,
-              arch_params, dask_address, scatter):
+              arch_params, cell_name, dask_address, scatter):
     """Train a CNN on the training split, select its best epoch on the validation split, score it on the test split.
 
-    Writes the record, the model (models/cnn-ARCH.zip), the test predictions and
-    the training curves into --out; every epoch is checkpointed, so Ctrl-C loses
-    at most the epoch in progress and --resume continues.  Keras' progress goes
-    to stderr; the result table to stdout.
+    Writes the record, the model (models/cnn-ARCH.zip, or NAME.zip), the test
+    predictions and the training curves into --out; every epoch is checkpointed,
+    so Ctrl-C loses at most the epoch in progress and --resume continues.  A
+    cell the folder already holds is never trained over: --resume continues or
+    re-scores it, --name trains another beside it.  Keras' progress goes to
+    stderr; the result table to stdout.
     """
     import fer_deep
 
@@ -745,6 +750,16 @@ def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, s
         output_folder(out_dir, "--out", data=data_path, subfolders=(*RUN_FOLDERS, "checkpoints", "curves"))
         train_params = parse_params(params)
         arch_param_dict = parse_params(arch_params)
+        from .experiment.deep_cell import cell_in_folder, check_cell_name, deep_cell_id, run_folder_arch
+
+        try:
+            name = check_cell_name(cell_name) if cell_name else deep_cell_id(run_folder_arch(arch, out_dir))
+        except ValueError as error:
+            raise UserError(f"--name: {error}") from None
+        held = None if resume else cell_in_folder(out_dir, name)
+        if held:
+            raise UserError(f"{out_dir} already holds the cell {name} ({held}); add --resume to continue or re-score "
+                            f"it, give --name to train another beside it, or remove {held} to train it again")
         fer_deep.require_keras()
         from fer_deep.training import check_parameters
 
@@ -773,6 +788,7 @@ def train_cnn(arch, epochs, batch_size, resume, data_path, out_dir, cache_dir, s
                 log=lambda message: click.echo(message, err=True),
                 tta=False if tta == "none" else tta,
                 arch_params=arch_param_dict,
+                cell=name,
                 **train_params,
             )
     click.echo(format_records_table([record]))

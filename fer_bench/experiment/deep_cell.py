@@ -51,6 +51,29 @@ def run_folder_arch(arch: str, out_dir) -> str:
     return name
 
 
+CELL_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-_.")
+
+
+def check_cell_name(name: str) -> str:
+    """``name`` if it can name a cell's files (letters, digits, ``+-_.``, not starting with a dot); else ValueError."""
+    if not name or len(name) > 100 or name[0] == "." or not set(name) <= CELL_NAME_CHARACTERS:
+        raise ValueError(f"cell name {name!r}: use 1-100 letters, digits and + - _ . (not starting with a dot), "
+                         f"e.g. cnn-vgg_cpu-seed1")
+    return name
+
+
+def cell_in_folder(out_dir, name: str) -> str | None:
+    """What run folder ``out_dir`` holds of cell ``name``: its finished record, a training's checkpoint, or None."""
+    from fer_deep.checkpoints import STATE_FILE
+
+    out_dir = Path(out_dir)
+    if (out_dir / "records" / f"{name}.json").is_file():
+        return str(out_dir / "records" / f"{name}.json")
+    if (out_dir / "checkpoints" / name / STATE_FILE).is_file():
+        return str(out_dir / "checkpoints" / name)
+    return None
+
+
 def run_deep_cell(
     dataset,
     arch: str,
@@ -65,6 +88,7 @@ def run_deep_cell(
     tta: bool = False,
     arch_params: dict | None = None,
     verbose="auto",
+    cell: str | None = None,
     **train_params,
 ) -> dict:
     """Train, select and score one CNN cell; write its record, model, predictions and curves.
@@ -95,6 +119,10 @@ def run_deep_cell(
         Keyword arguments of the architecture builder.
     verbose : "auto", 0, 1 or 2
         Keras' progress display during training.
+    cell : str, optional
+        The cell's name [default: ``cnn-ARCH``, see :func:`deep_cell_id`]: a
+        run folder keeps several trainings of one architecture (other seeds,
+        widths) under names of their own.
     **train_params
         Training overrides (``learning_rate``, ``optimizer``, ``schedule``,
         ``class_weight``, ``patience``, ``augment`` ...).
@@ -111,7 +139,7 @@ def run_deep_cell(
 
     out_dir = Path(out_dir)
     arch = run_folder_arch(arch, out_dir)
-    name = deep_cell_id(arch)
+    name = cell or deep_cell_id(arch)
     classes = tuple(dataset.classes)
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()

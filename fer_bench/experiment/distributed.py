@@ -451,7 +451,7 @@ def run_deep_cell_on_dask(dask, dataset, arch, out_dir, *, data_path, cache_dir,
 
     out_dir = Path(out_dir)
     arch = run_folder_arch(arch, out_dir)
-    name = deep_cell_id(arch)
+    name = settings.get("cell") or deep_cell_id(arch)
     cell = Cell(name, "deep", {}, None, {"dataset": dataset.name, "arch": arch},
                 task=CellTask(run_deep_cell, (arch,), {**settings, "seed": seed}))
     scatter = bool(scatter or data_path is None)

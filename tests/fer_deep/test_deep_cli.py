@@ -63,6 +63,36 @@ def test_train_cnn_writes_record_model_and_curves(runner, kaggle_dir, tmp_path):
     assert wrong.exit_code == 1 and "Invalid value for '--tta'" in wrong.stderr
 
 
+def test_train_cnn_never_trains_over_a_cell_and_keeps_variants_under_their_names(runner, kaggle_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "cnn", "--arch", "tutorial", "--epochs", "1", "--batch-size", "7", "--data", str(kaggle_dir),
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    model = out / "models" / "cnn-tutorial.zip"
+    before = model.read_bytes()
+
+    again = runner.invoke(cli, args + ["--seed", "1"])  # another training of the same cell: refused, nothing touched
+    assert again.exit_code == 1
+    assert again.stderr == (f"fer-bench: error: {out} already holds the cell cnn-tutorial "
+                            f"({out / 'records' / 'cnn-tutorial.json'}); add --resume to continue or re-score it, "
+                            f"give --name to train another beside it, or remove {out / 'records' / 'cnn-tutorial.json'} "
+                            f"to train it again\n")
+    assert model.read_bytes() == before
+
+    beside = runner.invoke(cli, args + ["--seed", "1", "--name", "cnn-tutorial-seed1"])
+    assert beside.exit_code == 0, beside.output
+    record = json.loads((out / "records" / "cnn-tutorial-seed1.json").read_text())
+    assert record["cell"] == "cnn-tutorial-seed1" and record["seed"] == 1
+    assert record["model_path"] == str(out / "models" / "cnn-tutorial-seed1.zip")
+    assert (out / "checkpoints" / "cnn-tutorial-seed1" / "state.json").is_file()
+    assert model.read_bytes() == before and json.loads((out / "records" / "cnn-tutorial.json").read_text())["seed"] == 0
+
+    for bad in ("../elsewhere", ".hidden", "a b", ""):
+        refused = runner.invoke(cli, args + ["--name", bad])
+        assert refused.exit_code == 1 and "--name" in refused.stderr and "Traceback" not in refused.output
+
+
 def test_train_cnn_rejects_unknown_names(runner, kaggle_dir, tmp_path):
     result = runner.invoke(cli, ["train", "cnn", "--arch", "resnet", "--data", str(kaggle_dir)])
     assert result.exit_code == 1
