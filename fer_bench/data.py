@@ -521,7 +521,10 @@ def load_fer2013_folders(path, *, cache_dir=None, seed: int = 0) -> Dataset:
 
     usage = np.array([_usage_of(os.path.basename(p)) or "" for p in files])
     canonical = bool(np.all(usage != ""))
-    key, X = _decode_cached(root, files, stats, f"fer2013-folders-seed{seed}", cache_dir)
+    # The canonical split does not depend on the seed, so neither do its faces' key and cache: every seed
+    # gets seed 0's, the key its records have always carried (models of several seeds can then be compared
+    # and averaged).  A seeded split's key names its seed.
+    key, X = _decode_cached(root, files, stats, f"fer2013-folders-seed{0 if canonical else seed}", cache_dir)
     y = np.asarray(labels, dtype=np.int64)
 
     settings = {}
@@ -558,11 +561,14 @@ def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
         raise DatasetError(f"{path}: no such CSV file.")
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the file is empty; expected a header emotion,pixels,Usage.")
-    digest = hashlib.sha256(f"fer2013-csv-seed{seed}".encode())
+    # The file's faces and labels do not depend on the seed: they are cached under seed 0's key, which
+    # is also the key of the canonical split (the Usage column's); a seeded split's key names its seed.
+    digest, seeded_digest = hashlib.sha256(b"fer2013-csv-seed0"), hashlib.sha256(f"fer2013-csv-seed{seed}".encode())
     try:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+                seeded_digest.update(block)
     except OSError as error:
         raise _unreadable(path, error) from None
     key = digest.hexdigest()[:20]
@@ -588,8 +594,8 @@ def load_fer2013_csv(path, *, cache_dir=None, seed: int = 0) -> Dataset:
         train, val, test = (Split(n, X[i], y[i]) for n, i in zip(("train", "validation", "test"), idx))
         method = f"CSV has no Usage column: stratified 80/10/10 train/validation/test split, seed={seed}"
         settings = {"seed": seed, "fractions": [0.8, 0.1, 0.1]}
-    return Dataset("fer2013", str(path), FER2013_CLASSES, train, val, test, method, key,
-                   split_settings=settings if not canonical else {})
+    return Dataset("fer2013", str(path), FER2013_CLASSES, train, val, test, method,
+                   key if canonical else seeded_digest.hexdigest()[:20], split_settings=settings if not canonical else {})
 
 
 MAX_CSV_LINE = 1 << 16

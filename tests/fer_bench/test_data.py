@@ -318,3 +318,20 @@ def test_split_folders_without_test_are_named(tmp_path):
     _class_tree(tmp_path / "d" / "val", {"anger": 2})
     with pytest.raises(DatasetError, match=r"no test/ folder; a dataset with its own split holds train/<class>/"):
         load_split_folders(tmp_path / "d")
+
+
+def test_the_canonical_split_has_one_key_for_every_seed_and_a_seeded_split_one_per_seed(tmp_path):
+    """Models trained with other seeds on FER-2013's own split are compared and averaged on one dataset key."""
+    canonical = write_kaggle_layout(tmp_path / "canonical", per_class=3)
+    keys = {seed: load_fer2013_folders(canonical, cache_dir=tmp_path / "cache", seed=seed).content_key
+            for seed in (0, 1, 2)}
+    assert len(set(keys.values())) == 1
+    csv_path = tmp_path / "fer2013.csv"
+    write_fer2013_csv(load_fer2013_folders(canonical, cache_dir=False), csv_path)
+    assert len({load_fer2013_csv(csv_path, cache_dir=tmp_path / "cache", seed=seed).content_key
+                for seed in (0, 1)}) == 1
+
+    seeded = write_kaggle_layout(tmp_path / "seeded", per_class=12, prefixes=False)
+    zero, one = (load_fer2013_folders(seeded, cache_dir=tmp_path / "cache", seed=seed) for seed in (0, 1))
+    assert zero.content_key != one.content_key and zero.split_settings["seed"] == 0
+    assert not np.array_equal(zero.val.X, one.val.X)  # the seed chose another validation split
