@@ -100,6 +100,9 @@ def ship(run_dir, cell: str, name: str, *, data, command: str, description: str,
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
     if record["family"] in ("ensemble", "fusion"):
         ensemble = load_model(source)
+        # Members the ensemble was built on as shipped models (shipped:NAME) stay references too.
+        shipped_members = {**{member: shipped for member, (shipped, _) in ensemble.shipped.items()},
+                           **shipped_members}
         if onnx:
             ensemble = with_onnx_members(ensemble, skip=shipped_members)
         target = ensemble.save(SHIPPED_DIR / f"{name}.zip", shipped_members={

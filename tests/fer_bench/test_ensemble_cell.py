@@ -107,7 +107,7 @@ def test_the_shipped_fusion_is_rebuilt_from_the_shipped_models_it_refers_to(fer2
     """`fer-bench ensemble shipped:cnn,shipped:svm` in a new folder weighs and scores what the shipped fusion says."""
     shipped = {record["name"]: record for record in shipped_models()}
     fusion = shipped["fusion"]
-    members = [f"shipped:{name}" for name in fusion["shipped_members"].values()]
+    members = [f"shipped:{fusion['shipped_members'][member]}" for member in fusion["members"]]
     out = tmp_path / "new-run"
     done = CliRunner().invoke(cli, ["ensemble", ",".join(members), "--name", "fusion", "--data", str(fer2013_dir),
                                     "--out", str(out)])
