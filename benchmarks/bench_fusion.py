@@ -28,16 +28,13 @@ import numpy as np
 
 from fer_bench.data import default_cache_dir, load_dataset
 from fer_bench.ensemble import choose_weights
-from fer_bench.experiment.ensemble_cell import member_probabilities, member_records
-from fer_bench.experiment.harness import resolve_path
+from fer_bench.experiment.ensemble_cell import member_model_path, member_probabilities, member_records
 from fer_bench.models import load_model
 
 
 def validation_probabilities(run_dir: Path, records, faces) -> dict:
     """Each cell's PublicTest probabilities, stored with the run as ``fer-bench ensemble`` stores them."""
-    # A shipped member (shipped:NAME) is the shipped file itself; a cell's model is looked up in the run.
-    paths = [Path(record["model_path"]) if "shipped" in record else resolve_path(run_dir, record["model_path"])
-             for record in records]
+    paths = [member_model_path(run_dir, record) for record in records]
     cells = [record["cell"] for record in records]
     members = [LazyModel(path) for path in paths]
     return dict(zip(cells, member_probabilities(run_dir, cells, paths, members, faces, log=print)))

@@ -638,6 +638,7 @@ def ensemble(cells, name, data_path, cache_dir, out_dir, write_report):
     instead of copying it.
     """
     from .data import load_dataset
+    from .ensemble import SHIPPED_PREFIX
     from .experiment.ensemble_cell import run_ensemble_cell
 
     members = split_list(cells)
@@ -650,7 +651,7 @@ def ensemble(cells, name, data_path, cache_dir, out_dir, write_report):
     with user_errors(), naming_outputs(("--out", out_dir)):
         # Shipped models alone need no run folder of cells: the ensemble starts one.
         output_folder(out_dir, "--out", data=data_path, subfolders=RUN_FOLDERS,
-                      create=all(member.startswith("shipped:") for member in members))
+                      create=all(member.startswith(SHIPPED_PREFIX) for member in members))
         dataset = load_dataset(data_path, cache_dir=cache_dir or default_cache_dir())
         check_splits(dataset)
         try:

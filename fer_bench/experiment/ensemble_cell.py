@@ -59,6 +59,11 @@ def member_records(out_dir, cells) -> list:
     return records
 
 
+def member_model_path(out_dir, record) -> Path | None:
+    """The model file of a member's record: a shipped model's own file, or a cell's model in the run folder."""
+    return Path(record["model_path"]) if "shipped" in record else resolve_path(out_dir, record["model_path"])
+
+
 MEMBER_PROBABILITIES_DIR = "predictions/members"
 """Where a run folder keeps its members' probabilities on the faces an ensemble scored them on."""
 
@@ -123,11 +128,9 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
                              f"than {dataset.name} ({dataset.content_key})")
     members, paths, shipped = [], [], {}
     for record in records:
+        path = member_model_path(out_dir, record)
         if "shipped" in record:
-            path = Path(record["model_path"])
             shipped[record["cell"]] = (record["shipped"], path)
-        else:
-            path = resolve_path(out_dir, record["model_path"])
         if path is None:
             raise ValueError(f"cell {record['cell']}: its model {record['model_path']} is not in {out_dir}")
         members.append(load_model(path))

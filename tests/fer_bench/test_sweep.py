@@ -25,7 +25,6 @@ from conftest import (CLASSES, REPO, alive, kill_survivors, script_command, star
                       wait_until_dead, write_kaggle_layout)
 
 
-
 def synthetic_dataset(n_train=70, n_val=35, n_test=35) -> Dataset:
     X, y = synthetic_faces(n_train + n_val + n_test, seed=1)
     cut = np.cumsum([n_train, n_val])
