@@ -57,30 +57,15 @@ def bench_architecture(arch: str, *, batch_size: int = 64, batches: int = 5, war
     """Time training and prediction of one architecture; returns plain figures."""
     import keras
 
-    from fer_deep.architectures import make_model, multiply_adds
+    from fer_deep.architectures import multiply_adds
     from fer_deep.model import DeepModel
-    from fer_deep.training import make_optimizer, make_trainer, resolve_training_params
+    from fer_deep.training import time_training
 
-    keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    params = resolve_training_params(arch)
-
-    build_start = time.perf_counter()
-    net = make_model(arch, **(arch_params or {}))
-    steps = math.ceil(FER2013_TRAIN / batch_size)
-    trainer = make_trainer(net, params, make_optimizer(params, steps, 10), seed=seed, jit_compile=jit_compile)
-    X = rng.integers(0, 256, size=(batch_size, 48, 48, 1)).astype(np.float32)
-    y = rng.integers(0, 7, size=batch_size)
-    if params.get("label_smoothing"):  # the trainer's loss then takes one-hot targets
-        y = np.eye(7, dtype=np.float32)[y]
-    for _ in range(warmup):
-        trainer.train_on_batch(X, y)
-    warm_seconds = time.perf_counter() - build_start
-    start = time.perf_counter()
-    for _ in range(batches):
-        trainer.train_on_batch(X, y)
-    train_seconds = time.perf_counter() - start
-    images_per_second = batches * batch_size / train_seconds
+    timed = time_training(arch, batch_size=batch_size, batches=batches, warmup=warmup, seed=seed,
+                          jit_compile=jit_compile, arch_params=arch_params,
+                          steps_per_epoch=math.ceil(FER2013_TRAIN / batch_size))
+    net, images_per_second, warm_seconds = timed["net"], timed["faces_per_second"], timed["warmup_seconds"]
 
     model = DeepModel(arch, arch_params=arch_params)
     model.model_ = net

@@ -289,6 +289,37 @@ def make_trainer(net, params: dict, optimizer, seed: int = 0, jit_compile="auto"
     return trainer
 
 
+def time_training(arch: str, *, batch_size: int = 128, batches: int = 3, warmup: int = 1, seed: int = 0,
+                  jit_compile="auto", arch_params: dict | None = None, steps_per_epoch: int = 225) -> dict:
+    """Faces a second this machine trains ``arch`` at, with the recipe's augmentation and optimiser.
+
+    Random 48x48 pixels stand in for faces (a convolution's cost does not depend on the pixels);
+    ``warmup`` untimed batches build the graph, then ``batches`` are timed.  Returns ``net`` (the
+    network built), ``faces_per_second`` and ``warmup_seconds`` (building and the untimed batches).
+    """
+    import time
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    params = resolve_training_params(arch)
+    started = time.perf_counter()
+    net = make_model(arch, **(arch_params or {}))
+    trainer = make_trainer(net, params, make_optimizer(params, steps_per_epoch, 10), seed=seed,
+                           jit_compile=jit_compile)
+    X = rng.integers(0, 256, size=(batch_size, 48, 48, 1)).astype(np.float32)
+    y = rng.integers(0, 7, size=batch_size)
+    if params.get("label_smoothing"):  # the trainer's loss then takes one-hot targets
+        y = np.eye(7, dtype=np.float32)[y]
+    for _ in range(warmup):
+        trainer.train_on_batch(X, y)
+    warmup_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(batches):
+        trainer.train_on_batch(X, y)
+    return {"net": net, "faces_per_second": batches * batch_size / (time.perf_counter() - started),
+            "warmup_seconds": warmup_seconds}
+
+
 def data_digest(*arrays) -> str:
     """Short hash of arrays' bytes, so a checkpoint is only resumed on the same data."""
     digest = hashlib.blake2b(digest_size=10)

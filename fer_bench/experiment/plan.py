@@ -11,8 +11,14 @@ training faces a sweep really uses:
   a network without a measurement its multiply-adds times the faces of one
   epoch at :data:`TRAINING_MACS_PER_SECOND`, times its epochs.
 
-A machine shared with other work takes longer; the sweep's progress lines
-rescale the remaining estimate by how long the finished cells really took.
+CNN estimates are calibrated to the machine before a long sweep starts: a few
+training batches of :data:`CALIBRATION_ARCH` are timed here and the CNN cells'
+estimates scaled by the measured rate against :data:`REFERENCE_RATE` (the same
+measurement on the machine the epoch timings come from); convolutions run
+several times faster on CPUs with AVX-512 or AMX than on AVX2 ones, while the
+classical cells' costs differ far less between them.  A machine shared with
+other work takes longer; the sweep's progress lines rescale the remaining
+estimate by how long the finished cells really took.
 """
 
 from __future__ import annotations
@@ -47,6 +53,14 @@ TRAINING_MACS_PER_SECOND = 8.0e9
 """Forward multiply-adds per second of training (about three forward passes a face) for a network
 without a measured epoch: vgg_cpu's rate (100 faces a second at 81.6 M multiply-adds a face)."""
 
+CALIBRATION_ARCH = "vgg_cpu"
+REFERENCE_RATE = 158.0
+"""Training faces a second of :data:`CALIBRATION_ARCH` at batch 128 (``benchmarks/bench_cnn.py``,
+:func:`fer_deep.training.time_training`) on the machine of :data:`EPOCH_SECONDS`."""
+
+CALIBRATE_ABOVE = 1800.0
+"""Seconds of estimated CNN training above which the sweep times the machine (about 10 s) first."""
+
 ENSEMBLE_SECONDS = 300
 """Scoring the members of an ensemble cell on the validation and test faces."""
 
@@ -54,6 +68,17 @@ ENSEMBLE_SECONDS = 300
 def cpu_networks(names) -> list:
     """The registered networks a CPU trains in a night: all but :data:`ACCELERATOR_NETWORKS`."""
     return [name for name in names if name not in ACCELERATOR_NETWORKS]
+
+
+def training_speed() -> float:
+    """How many times faster than the reference machine this one trains CNNs (0.5: half as fast).
+
+    Times :data:`CALIBRATION_ARCH` for a few batches of 128 random faces.
+    """
+    from fer_deep.training import time_training
+
+    rate = time_training(CALIBRATION_ARCH, batch_size=128, batches=3, warmup=1)["faces_per_second"]
+    return rate / REFERENCE_RATE
 
 
 def classic_cell_seconds(spec: str, classifier: str, n_train: int, flip: bool = False) -> float:

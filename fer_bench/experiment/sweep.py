@@ -519,13 +519,15 @@ def run_sweep(
         set_aside_unreadable(out_dir / "records" / f"{cell.name}.json", log)
     todo = [cell for cell in cells
             if force or finished_record(out_dir / "records" / f"{cell.name}.json", cell.config) is None]
+    if execute is None:
+        cells, todo = calibrated(cells, todo, log)
     classic_todo = [cell.name for cell in todo if cell.family == "classic"]
     extraction = feature_seconds([c.describe["features"] for c in todo if c.family == "classic"],
                                  len(dataset.train) + len(dataset.val) + len(dataset.test)) if classic_todo else 0.0
     counts = {family: sum(cell.family == family for cell in todo) for family in ("classic", "deep", "ensemble")}
     log(f"plan: {len(cells)} cells, {len(todo)} to run ({counts['classic']} classical, {counts['deep']} CNN, "
         f"{counts['ensemble']} ensemble); estimated "
-        f"{clock(sum(cell.estimate for cell in todo) + extraction)} on 2 cores with nothing else running")
+        f"{clock(sum(cell.estimate for cell in todo) + extraction)} with nothing else running")
     for cell in todo:
         log(f"  {cell.name:<34} about {clock(cell.estimate)}")
     commit = git_commit()
@@ -551,6 +553,26 @@ def run_sweep(
         time_left.finish(number - 1, time.perf_counter() - cell_started)
         progress.finish(number, cell.name, outcome(record, dataset))
     return records
+
+
+def calibrated(cells, todo, log):
+    """``cells`` and ``todo`` with the CNN cells' estimates scaled to this machine's training speed,
+    measured when the CNN cells to run are estimated above :data:`plan.CALIBRATE_ABOVE`."""
+    from . import plan
+
+    if sum(cell.estimate for cell in todo if cell.family == "deep") <= plan.CALIBRATE_ABOVE:
+        return cells, todo
+    try:
+        speed = plan.training_speed()
+    except Exception as error:  # noqa: BLE001  (an estimate is not worth stopping the sweep for)
+        log(f"could not time CNN training on this machine ({type(error).__name__}: {error}); "
+            f"the CNN estimates are the reference machine's")
+        return cells, todo
+    log(f"CNN estimates scaled to this machine: {plan.CALIBRATION_ARCH} trains "
+        f"{speed * plan.REFERENCE_RATE:.0f} faces/s here, {plan.REFERENCE_RATE:.0f} on the machine the "
+        f"estimates were measured on")
+    scaled = {cell.name: replace(cell, estimate=cell.estimate / speed) for cell in cells if cell.family == "deep"}
+    return ([scaled.get(cell.name, cell) for cell in cells], [scaled.get(cell.name, cell) for cell in todo])
 
 
 def run_cell(name, family, describe, run, log) -> dict:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from fer_bench.cli import cli
 from fer_bench.experiment import plan
-from fer_bench.experiment.sweep import FEATURE_SETS, preset_networks
+from fer_bench.experiment.sweep import FEATURE_SETS, Cell, calibrated, preset_networks
 
 
 def test_presets_train_the_cpu_networks_and_the_accelerator_preset_all():
@@ -39,6 +39,36 @@ def test_time_left_is_rescaled_by_how_long_finished_cells_took():
     left.finish(1, 400.0)  # took twice its estimate
     assert left.seconds() == pytest.approx(600.0)
     assert plan.clock(3 * 3600 + 25 * 60 + 10) == "3:25"
+
+
+def planned(name, family, seconds):
+    return Cell(name, family, {}, run=None, describe={}, estimate=seconds)
+
+
+def test_a_long_plan_scales_its_cnn_estimates_by_this_machines_training_speed(monkeypatch):
+    cells = [planned("hog__svm", "classic", 600.0), planned("cnn-vgg_cpu", "deep", 7200.0),
+             planned("cnn-resnet_cpu", "deep", 3600.0)]
+    lines = []
+    monkeypatch.setattr(plan, "training_speed", lambda: 2.5)
+    scaled, todo = calibrated(cells, cells[1:], lines.append)
+    assert [cell.estimate for cell in scaled] == [600.0, 2880.0, 1440.0]  # the classical cell is left as it is
+    assert [cell.estimate for cell in todo] == [2880.0, 1440.0]
+    assert lines == [f"CNN estimates scaled to this machine: vgg_cpu trains {2.5 * plan.REFERENCE_RATE:.0f} "
+                     f"faces/s here, {plan.REFERENCE_RATE:.0f} on the machine the estimates were measured on"]
+
+    def unavailable():
+        raise ImportError("No module named 'keras'")
+
+    monkeypatch.setattr(plan, "training_speed", unavailable)
+    lines.clear()
+    scaled, _ = calibrated(cells, cells, lines.append)
+    assert [cell.estimate for cell in scaled] == [600.0, 7200.0, 3600.0]
+    assert "could not time CNN training" in lines[0] and "reference machine's" in lines[0]
+
+    # A short plan is not worth the ten seconds of timing.
+    monkeypatch.setattr(plan, "training_speed", lambda: pytest.fail("timed a short plan"))
+    short = [planned("cnn-tutorial", "deep", plan.CALIBRATE_ABOVE)]
+    assert calibrated(short, short, lines.append) == (short, short)
 
 
 def test_run_all_plans_with_an_estimate_and_adds_the_fusion(kaggle_dir, tmp_path):

@@ -20,6 +20,7 @@ from fer_deep.training import (  # noqa: E402
     plot_history,
     read_state,
     resolve_training_params,
+    time_training,
     train,
 )
 
@@ -239,6 +240,13 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
 
 
 # --------------------------------------------------------------------------- curves
+
+
+def test_time_training_times_the_recipe_on_the_network_it_builds():
+    timed = time_training("tutorial", batch_size=8, batches=2, warmup=1)
+    assert timed["faces_per_second"] > 0 and timed["warmup_seconds"] > 0
+    assert timed["net"].output_shape == (None, 7)
+    assert timed["net"].input_shape == (None, 48, 48, 1)
 
 
 def test_plot_history_writes_a_png(tmp_path):
