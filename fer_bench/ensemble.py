@@ -49,8 +49,14 @@ def weight_grid(n_members: int, step: float = WEIGHT_STEP) -> np.ndarray:
     return grid / units
 
 
-def choose_weights(probabilities, y, *, step: float = WEIGHT_STEP) -> np.ndarray:
+CRITERIA = ("accuracy", "log_loss")
+"""What :func:`choose_weights` optimises on the validation faces."""
+
+
+def choose_weights(probabilities, y, *, step: float = WEIGHT_STEP, criterion: str = "accuracy") -> np.ndarray:
     """Member weights that maximise accuracy on ``y``; ties go to the lower log loss, then to equal weights.
+
+    With ``criterion="log_loss"`` the lowest log loss wins, ties going to the higher accuracy.
 
     Parameters
     ----------
@@ -61,11 +67,15 @@ def choose_weights(probabilities, y, *, step: float = WEIGHT_STEP) -> np.ndarray
     step : float
         Grid spacing; with more than four members the grid is too large, and
         equal weights are returned.
+    criterion : {"accuracy", "log_loss"}
+        What is optimised first (see :data:`CRITERIA`).
 
     Returns
     -------
     array (m,)
     """
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown weight criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])  # (m, n, k)
     m = len(stacked)
     equal = np.full(m, 1.0 / m)
@@ -78,7 +88,8 @@ def choose_weights(probabilities, y, *, step: float = WEIGHT_STEP) -> np.ndarray
         mixed = np.tensordot(weights, stacked, axes=1)
         accuracy = float(np.mean(np.argmax(mixed, axis=1) == y))
         log_loss = float(-np.mean(np.log(np.clip(mixed[rows, y], 1e-12, None))))
-        key = (accuracy, -log_loss, -float(np.abs(weights - equal).sum()))
+        key = (accuracy, -log_loss) if criterion == "accuracy" else (-log_loss, accuracy)
+        key = (*key, -float(np.abs(weights - equal).sum()))
         if best_key is None or key > best_key:
             best, best_key = weights, key
     return best

@@ -47,6 +47,27 @@ def test_weights_favour_the_member_that_is_right():
     assert weights[1] > weights[0]
 
 
+def test_weights_by_log_loss_minimise_it_and_weights_by_accuracy_maximise_accuracy():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 7, size=200)
+    members = [rng.dirichlet(np.ones(7), size=200) for _ in range(3)]
+    members[0][np.arange(200), y] += 0.3
+    members = [m / m.sum(axis=1, keepdims=True) for m in members]
+    grid = weight_grid(3)
+    mixed = np.einsum("gm,mnk->gnk", grid, np.stack(members))
+    log_losses = -np.mean(np.log(mixed[:, np.arange(200), y]), axis=1)
+    accuracies = np.mean(mixed.argmax(axis=2) == y, axis=1)
+
+    by_loss = choose_weights(members, y, criterion="log_loss")
+    np.testing.assert_allclose(by_loss, grid[np.argmin(log_losses)])
+    by_accuracy = choose_weights(members, y)
+    row = int(np.flatnonzero(np.all(np.isclose(grid, by_accuracy), axis=1))[0])
+    assert accuracies[row] == accuracies.max()
+    assert log_losses[row] >= log_losses.min()
+    with pytest.raises(ValueError, match="unknown weight criterion 'f1'"):
+        choose_weights(members, y, criterion="f1")
+
+
 def test_members_with_other_classes_are_refused():
     with pytest.raises(ValueError, match="must share one class list"):
         EnsembleModel([Fixed(np.eye(7)), Fixed(np.eye(7), classes=CLASSES[::-1])], names=["a", "b"])
