@@ -211,9 +211,15 @@ def test_relative_paths(tmp_path):
 
 
 def test_peak_memory_sees_a_large_allocation():
+    import mmap
+
     with sweep.PeakMemory(interval=0.01) as memory:
-        block = np.ones(100_000_000 // 8)  # 100 MB, touched
-        del block
+        # 100 MB of fresh anonymous pages, every one touched.  A mapping of its own
+        # rather than an array: malloc may hand an array pages this long-lived test
+        # process already holds from earlier tests, which would raise nothing.
+        block = mmap.mmap(-1, 100_000_000)
+        np.frombuffer(block, dtype=np.uint8)[::4096] = 1
+        block.close()
     result = memory.result
     assert result["peak_rss_bytes"] - result["start_rss_bytes"] >= 90_000_000
     # The method is the one this machine allows: the kernel's mark where it can be reset.
