@@ -113,7 +113,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     per_face = D_train.shape[1]
     # The faces whose descriptors the vocabulary is learned from: a draw of its own (seed 0), as sift_bovw's.
-    drawn = np.sort(np.random.default_rng(0).choice(len(D_train), min(len(D_train), -(-args.fit_descriptors // per_face)), replace=False))
+    n_drawn = min(len(D_train), -(-args.fit_descriptors // per_face))
+    drawn = np.sort(np.random.default_rng(0).choice(len(D_train), n_drawn, replace=False))
     kmeans = MiniBatchKMeans(args.vocabulary, batch_size=8192, max_iter=15, n_init=1, init_size=3 * args.vocabulary,
                              random_state=0).fit(D_train[drawn].reshape(-1, 128).astype(np.float32))
     vocabulary = kmeans.cluster_centers_.astype(np.float32)
