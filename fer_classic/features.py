@@ -444,16 +444,18 @@ class LandmarkFeatures(_FaceTransformer):
 
 # --------------------------------------------------------------------------- registry
 
-from .sift import SiftBovwFeatures  # noqa: E402  (its own module; it imports nothing of this one)
+from .sift import SiftBovwFeatures, SiftWordsFeatures  # noqa: E402  (its own module; it imports nothing of this one)
 
 FEATURES = {
     "hog": HOGFeatures,
     "lbp": LBPFeatures,
     "landmarks": LandmarkFeatures,
     "sift_bovw": SiftBovwFeatures,
+    "sift_words": SiftWordsFeatures,
 }
-"""Feature name -> transformer class.  Combine names with ``+``.  ``sift_bovw`` learns a vocabulary in ``fit``
-(fit it on the training faces); the others are stateless."""
+"""Feature name -> transformer class.  Combine names with ``+``.  ``sift_bovw`` and ``sift_words`` learn a
+vocabulary in ``fit`` (fit them on the training faces); the others are stateless.  ``sift_words`` gives sparse
+vectors, for the ``local_mkl`` classifier."""
 
 
 def parse_feature_spec(spec: str) -> list:
@@ -535,18 +537,34 @@ def _cache_location(memory):
     return None if location is None else os.fspath(location)
 
 
-def _cached_features(memory, name: str, key: str, part, X) -> np.ndarray:
-    """``part.transform(X)``, read from or written to the cache under ``memory``."""
+def _cached_features(memory, name: str, key: str, part, X):
+    """``part.transform(X)``, read from or written to the cache under ``memory``.
+
+    A sparse result (``sift_bovw`` with ``sparse=True``) is stored as its CSR arrays.
+    """
+    import scipy.sparse as sp
+
     path, record = feature_cache_entry(memory, name, key, X)
     cached = load_cached_arrays(path, record)
     if cached is not None:
-        features = cached["features"]
-        if features.ndim == 2 and len(features) == len(X) and features.dtype == np.float32:
-            return features
-        warn_once(("entry", path), f"cache file {path}: holds {features.shape} {features.dtype} "
-                                   f"features for {len(X)} faces; not used, rebuilt")
+        if "indptr" in cached:
+            shape = tuple(int(v) for v in cached["shape"])
+            if shape[0] == len(X) and cached["data"].dtype == np.float32 and len(cached["indptr"]) == shape[0] + 1:
+                return sp.csr_matrix((cached["data"], cached["indices"], cached["indptr"]), shape=shape)
+            features = cached["data"]
+        else:
+            features = cached["features"]
+            if features.ndim == 2 and len(features) == len(X) and features.dtype == np.float32:
+                return features
+        warn_once(("entry", path), f"cache file {path}: does not hold float32 features of {len(X)} faces; "
+                                   "not used, rebuilt")
     features = part.transform(X)
-    save_cached_arrays(path, {"features": features}, record)
+    if sp.issparse(features):
+        features = sp.csr_matrix(features, dtype=np.float32)
+        save_cached_arrays(path, {"data": features.data, "indices": features.indices, "indptr": features.indptr,
+                                  "shape": np.array(features.shape, dtype=np.int64)}, record)
+    else:
+        save_cached_arrays(path, {"features": features}, record)
     return features
 
 
@@ -580,7 +598,8 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
     Returns
     -------
     array (n, n_features)
-        The same values as ``extractor.transform(X)``.
+        The same values as ``extractor.transform(X)``: a CSR matrix when a
+        feature gives sparse vectors (``sift_bovw`` with ``sparse=True``).
     """
     import copy
 
@@ -604,4 +623,10 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
                 # faces it was fitted on and on what it learned from them.
                 key = json.dumps({"params": json.loads(key), "fitted": part.fitted_state_digest()}, sort_keys=True)
             blocks.append(_cached_features(location, name, key, part, X))
-    return blocks[0] if len(blocks) == 1 else np.hstack(blocks)
+    if len(blocks) == 1:
+        return blocks[0]
+    import scipy.sparse as sp
+
+    if any(sp.issparse(block) for block in blocks):  # as FeatureUnion stacks them
+        return sp.hstack(blocks, format="csr", dtype=np.float32)
+    return np.hstack(blocks)

@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.base import clone
 
 from fer_classic.features import FEATURES, make_features, transform_faces
 from fer_classic.model import ClassicModel
 from fer_classic.sift import (
     SiftBovwFeatures,
+    SiftWordsFeatures,
     bovw_histograms,
     dense_keypoints,
     dense_sift,
@@ -83,6 +85,37 @@ def test_presence_and_counts_on_a_constructed_face():
     np.testing.assert_allclose(l1[0, 3:], counts[0, 3:] / 4 * 0.5)
     l2 = bovw_histograms(words, cells, (1, 2), 3, encoding="presence", norm="l2")
     np.testing.assert_allclose(l2[0, :3], [0, 2**-0.5, 2**-0.5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("encoding,norm,feature_map", [("presence", "l2", "none"), ("counts", "l1", "sqrt"),
+                                                       ("counts", "none", "none")])
+def test_sparse_vectors_hold_the_dense_values(encoding, norm, feature_map):
+    X, _ = synthetic_faces(20)
+    params = {**SMALL, "levels": (1, 2, 3), "encoding": encoding, "norm": norm, "feature_map": feature_map}
+    dense = SiftBovwFeatures(**params).fit(X)
+    sparse = SiftBovwFeatures(**params, sparse=True).fit(X)
+    np.testing.assert_array_equal(sparse.vocabulary_, dense.vocabulary_)
+    out = sparse.transform(X[:6])
+    assert sp.issparse(out) and out.dtype == np.float32 and out.shape == (6, 14 * 12)
+    np.testing.assert_allclose(out.toarray(), dense.transform(X[:6]), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"feature_map='chi2' gives dense vectors"):
+        SiftBovwFeatures(**SMALL, feature_map="chi2", sparse=True).fit(X)
+
+
+def test_sift_words_is_the_published_setting_and_each_level_is_a_unit_vector():
+    words = SiftWordsFeatures()
+    assert (words.step, words.vocabulary_size, words.levels, words.encoding, words.norm, words.feature_map,
+            words.sparse) == (2, 4000, (1, 2, 3, 4), "presence", "l2", "none", True)
+    assert FEATURES["sift_words"] is SiftWordsFeatures
+    X, _ = synthetic_faces(20)
+    fitted = SiftWordsFeatures(vocabulary_size=30, fit_descriptors=3000).fit(X)
+    out = fitted.transform(X[:3])
+    assert dense_keypoints((48, 48), step=2)[1].shape == (576, 2)
+    assert out.shape == (3, 30 * 30)
+    blocks = np.split(out.toarray(), np.cumsum([30 * g * g for g in (1, 2, 3)]), axis=1)
+    for block in blocks:  # 1 on each present word of a level, divided by the level's norm
+        np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, rtol=1e-6)
+        assert len(np.unique(np.round(block[0][block[0] > 0], 6))) == 1
 
 
 def test_nearest_words():
