@@ -549,6 +549,37 @@ def make_ls_svm(*, n_components=6000, pca_components=200, gamma_scale=1.0, alpha
 # --------------------------------------------------------------------------- local learning
 
 
+def _fit_precomputed(gram, labels: np.ndarray, C: float, random_state):
+    """``(SVC on the precomputed kernel gram(), the label indices present)``; one label: ``(None, it)``.
+
+    ``gram`` is called only when an SVM is needed.
+    """
+    present = np.unique(labels)
+    if len(present) == 1:
+        return None, present
+    svm = SVC(kernel="precomputed", C=C, break_ties=True, decision_function_shape="ovr", random_state=random_state)
+    return svm.fit(gram(), labels), present
+
+
+def _precomputed_scores(model, present: np.ndarray, kernel, n_rows: int, n_classes: int) -> np.ndarray:
+    """Decision values ``(n_rows, n_classes)`` of a :func:`_fit_precomputed` model on the rows of ``kernel()``.
+
+    A class absent from the model scores 1 below the lowest score of the
+    classes present (and at most -2); a model of one label scores it 1 and the
+    rest -1.
+    """
+    scores = np.full((n_rows, n_classes), -1.0)
+    if model is None:
+        scores[:, present[0]] = 1.0
+        return scores
+    values = np.asarray(model.decision_function(kernel()), dtype=np.float64)
+    if len(present) == 2:  # one value per row: positive for the second class
+        values = np.column_stack([-values, values])
+    scores[:] = (np.minimum(values.min(axis=1), -1.0) - 1.0)[:, None]
+    scores[:, present] = values
+    return scores
+
+
 class LocalSVM(ClassifierMixin, BaseEstimator):
     """Local learning: for each sample, an SVM fitted on its ``n_neighbors`` nearest training samples.
 
@@ -646,28 +677,14 @@ class LocalSVM(ClassifierMixin, BaseEstimator):
 
     def _local_model(self, neighbours: np.ndarray):
         """The SVM fitted on training rows ``neighbours`` and the label indices it knows; one label: (None, it)."""
-        labels = self.y_fit_[neighbours]
-        present = np.unique(labels)
-        if len(present) == 1:
-            return None, present, neighbours
-        svm = SVC(kernel="precomputed", C=self.C, break_ties=True, decision_function_shape="ovr",
-                  random_state=self.random_state)
         train = self.X_fit_[neighbours]
-        svm.fit(self._kernel(train, train), labels)
-        return svm, present, neighbours
+        return _fit_precomputed(lambda: self._kernel(train, train), self.y_fit_[neighbours], self.C,
+                                self.random_state) + (neighbours,)
 
     def _scores(self, model, present: np.ndarray, neighbours: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Decision values ``(n, n_classes)`` of a local model (see the class notes for absent classes)."""
-        scores = np.full((len(rows), len(self.classes_)), -1.0)
-        if model is None:
-            scores[:, present[0]] = 1.0
-            return scores
-        values = np.asarray(model.decision_function(self._kernel(rows, self.X_fit_[neighbours])), dtype=np.float64)
-        if len(present) == 2:  # one value per row: positive for the second class
-            values = np.column_stack([-values, values])
-        scores[:] = (np.minimum(values.min(axis=1), -1.0) - 1.0)[:, None]
-        scores[:, present] = values
-        return scores
+        return _precomputed_scores(model, present, lambda: self._kernel(rows, self.X_fit_[neighbours]),
+                                   len(rows), len(self.classes_))
 
     def decision_function(self, X) -> np.ndarray:
         """Local SVM scores ``(n, n_classes)``; the largest is the predicted class."""
@@ -691,3 +708,209 @@ class LocalSVM(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Class labels of rows ``X``: the argmax of :meth:`decision_function`."""
         return self.classes_.take(np.argmax(self.decision_function(X), axis=1))
+
+
+class SumKernelLocalSVM(LocalSVM):
+    """Local learning on a weighted sum of a linear kernel on bag-of-words columns and an RBF kernel on the rest.
+
+    The multiple-kernel setting of Ionescu, Popescu and Grozea (2013) with
+    fer-bench's other features beside the words.  For columns ``l`` (the
+    ``linear_columns`` block, sparse or dense: normalised bag-of-words vectors)
+    and ``z`` (the other columns, standardised and reduced by PCA, as the
+    ``svm`` classifier sees them), the kernel is::
+
+        K(x, t) = w * cos(l_x, l_t) + (1 - w) * exp(-gamma * |z_x - z_t|^2)
+
+    with ``w = linear_weight``; without a linear block it is the RBF term
+    alone, without other columns the cosine alone.  Both terms are 1 on the
+    diagonal, so the training rows of largest ``K`` are the nearest in the
+    kernel's feature space: each row's ``n_neighbors`` of them are its
+    neighbourhood, and an ``SVC`` on the precomputed kernel is fitted on them
+    (decision values, absent classes and one-label neighbourhoods as
+    :class:`LocalSVM`).  With ``n_neighbors`` at least the training set's
+    size it is the global ``SVC`` on the same kernel.
+
+    ``fer_classic.model.ClassicModel`` sets ``linear_columns`` to the
+    ``sift_bovw`` block of its features.
+
+    Parameters
+    ----------
+    n_neighbors : int
+        Training rows each local SVM is fitted on.
+    linear_columns : (start, stop) or None
+        Columns of the linear (cosine) term; None: no linear term.
+    linear_weight : float
+        Weight ``w`` of the linear term, 0..1.
+    pca_components : int or None
+        PCA components of the standardised other columns (at most their
+        number and the training rows'); None keeps them all.
+    C : float
+        Regularisation of the local SVMs.
+    gamma : "scale" or float
+        RBF width; "scale" is ``1 / (n_components * Z.var())`` of the training rows' components.
+    batch_size : int
+        Rows whose kernel against the whole training set is computed at once.
+    n_jobs : int or None
+        Threads scoring batches of rows side by side (-1: every core; None: one).
+    random_state : int
+        Random state of PCA and ``SVC``.
+    """
+
+    def __init__(self, n_neighbors=500, linear_columns=None, linear_weight=0.3, pca_components=200, C=10.0,
+                 gamma="scale", batch_size=64, n_jobs=None, random_state=0):
+        self.n_neighbors = n_neighbors
+        self.linear_columns = linear_columns
+        self.linear_weight = linear_weight
+        self.pca_components = pca_components
+        self.C = C
+        self.gamma = gamma
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _validate_params_values(self):
+        if int(self.n_neighbors) < 2:
+            raise ValueError(f"n_neighbors={self.n_neighbors}; must be at least 2")
+        if not 0 <= float(self.linear_weight) <= 1:
+            raise ValueError(f"linear_weight={self.linear_weight}; give a weight from 0 to 1")
+        if float(self.C) <= 0:
+            raise ValueError(f"C={self.C}; must be positive")
+        if not (self.gamma == "scale" or (isinstance(self.gamma, (int, float)) and self.gamma > 0)):
+            raise ValueError(f"gamma={self.gamma!r}; give 'scale' or a positive number")
+        if self.pca_components is not None and int(self.pca_components) < 1:
+            raise ValueError(f"pca_components={self.pca_components}; give a positive number or None")
+
+    def _split(self, X):
+        """``(linear block as CSR float32 or None, other columns as a dense float64 array or None)``."""
+        import scipy.sparse as sp
+
+        n_features = X.shape[1]
+        start, stop = (0, 0) if self.linear_columns is None else (int(c) for c in self.linear_columns)
+        if not 0 <= start <= stop <= n_features:
+            raise ValueError(f"linear_columns={self.linear_columns!r} do not fit in {n_features} features")
+        linear = sp.csr_matrix(X[:, start:stop], dtype=np.float32) if stop > start else None
+        rest = np.r_[0:start, stop:n_features]
+        if len(rest) == 0:
+            return linear, None
+        other = X[:, rest]
+        other = other.toarray() if sp.issparse(other) else np.asarray(other)
+        return linear, other.astype(np.float64, copy=False)
+
+    @staticmethod
+    def _unit_rows(linear):
+        """Rows of ``linear`` divided by their Euclidean norms (zero rows stay zero): the cosine's factors."""
+        import scipy.sparse as sp
+
+        norms = np.sqrt(np.asarray(linear.multiply(linear).sum(axis=1), dtype=np.float64).ravel())
+        return sp.csr_matrix(sp.diags(np.where(norms > 0, 1 / np.where(norms > 0, norms, 1), 0)) @ linear,
+                             dtype=np.float32)
+
+    def fit(self, X, y):
+        """Store the training rows' kernel factors: the unit linear block and the RBF components."""
+        from sklearn.decomposition import PCA
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import check_X_y
+
+        X, y = check_X_y(X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self._validate_params_values()
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError("SumKernelLocalSVM needs samples of at least two classes; got one class")
+        self.n_features_in_ = X.shape[1]
+        linear, other = self._split(X)
+        self.linear_fit_ = None if linear is None else self._unit_rows(linear)
+        self.scaler_ = self.pca_ = self.Z_fit_ = None
+        if other is not None:
+            self.scaler_ = StandardScaler().fit(other)
+            Z = self.scaler_.transform(other)
+            if self.pca_components is not None:
+                components = min(int(self.pca_components), *Z.shape)
+                self.pca_ = PCA(n_components=components, random_state=self.random_state).fit(Z)
+                Z = self.pca_.transform(Z)
+            variance = float(Z.var())
+            self.gamma_ = (1.0 / (Z.shape[1] * variance) if variance > 0 else 1.0) if self.gamma == "scale" \
+                else float(self.gamma)
+            self.Z_fit_ = np.ascontiguousarray(Z, dtype=np.float32)
+        self.weights_ = (float(self.linear_weight) if other is not None else 1.0) if linear is not None else 0.0
+        self.y_fit_ = y_index.astype(np.int64)
+        self.n_fit_ = len(y_index)
+        return self
+
+    def _factors(self, X):
+        """The kernel factors of rows ``X``, as ``fit`` stores them for the training rows."""
+        linear, other = self._split(X)
+        unit = None if linear is None else self._unit_rows(linear)
+        if other is None:
+            return unit, None
+        Z = self.scaler_.transform(other)
+        if self.pca_ is not None:
+            Z = self.pca_.transform(Z)
+        return unit, np.asarray(Z, dtype=np.float32)
+
+    def _sum_kernel(self, a, b) -> np.ndarray:
+        """``K`` between the rows of factors ``a`` and ``b`` (pairs of linear block, components), float64."""
+        w = self.weights_
+        out = 0.0
+        if w > 0:
+            out = w * np.asarray((a[0] @ b[0].T).toarray(), dtype=np.float64)
+        if w < 1:
+            za, zb = np.asarray(a[1], dtype=np.float64), np.asarray(b[1], dtype=np.float64)
+            out = out + (1 - w) * rbf_kernel_rows(za, zb, np.einsum("ij,ij->i", zb, zb), self.gamma_)
+        return out
+
+    def _train_factors(self, index):
+        linear = None if self.linear_fit_ is None else self.linear_fit_[index]
+        return linear, None if self.Z_fit_ is None else self.Z_fit_[index]
+
+    def decision_function(self, X) -> np.ndarray:
+        """Local SVM scores ``(n, n_classes)``; the largest is the predicted class."""
+        from sklearn.utils.validation import check_array, check_is_fitted
+
+        check_is_fitted(self, "y_fit_")
+        X = check_array(X, accept_sparse="csr", dtype=[np.float64, np.float32])
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but SumKernelLocalSVM was fitted on {self.n_features_in_}")
+        rows = self._factors(X)
+        n_classes = len(self.classes_)
+        everything = np.arange(self.n_fit_)
+        k = min(int(self.n_neighbors), self.n_fit_)
+        if k == self.n_fit_:  # every row's neighbourhood is the whole training set: one fit serves all
+            train = self._train_factors(everything)
+            model, present = _fit_precomputed(lambda: self._sum_kernel(train, train), self.y_fit_, self.C,
+                                              self.random_state)
+            return _precomputed_scores(model, present, lambda: self._sum_kernel(rows, train), X.shape[0], n_classes)
+        from joblib import Parallel, delayed
+        from threadpoolctl import threadpool_limits
+
+        batches = [slice(start, start + int(self.batch_size)) for start in range(0, X.shape[0], int(self.batch_size))]
+        workers = _worker_count(self.n_jobs, len(batches))
+        # Threads: libsvm, SciPy's sparse products and BLAS release the GIL; one BLAS thread each keeps the
+        # workers from competing for the cores.
+        with threadpool_limits(1 if workers > 1 else None):
+            parts = Parallel(n_jobs=workers, prefer="threads")(
+                delayed(self._batch_scores)(tuple(None if part is None else part[block] for part in rows), k)
+                for block in batches)
+        return np.vstack(parts) if parts else np.empty((0, n_classes))
+
+    def _batch_scores(self, batch, k: int) -> np.ndarray:
+        """Local SVM scores of a batch of rows' kernel factors."""
+        similarity = self._sum_kernel(batch, self._train_factors(np.arange(self.n_fit_)))
+        nearest = np.sort(np.argpartition(-similarity, k - 1, axis=1)[:, :k], axis=1)
+        scores = np.empty((len(nearest), len(self.classes_)))
+        for i, chosen in enumerate(nearest):
+            train = self._train_factors(chosen)
+            model, present = _fit_precomputed(lambda: self._sum_kernel(train, train), self.y_fit_[chosen], self.C,
+                                              self.random_state)
+            scores[i] = _precomputed_scores(model, present, lambda: similarity[i : i + 1, chosen], 1,
+                                            len(self.classes_))[0]
+        return scores
+
+
+def _worker_count(n_jobs, n_tasks: int) -> int:
+    """Workers for ``n_tasks`` tasks: ``n_jobs`` (-1 every core, None one), at most one a task."""
+    from joblib import cpu_count
+
+    wanted = cpu_count() if n_jobs == -1 else 1 if n_jobs is None else max(1, int(n_jobs))
+    return max(1, min(wanted, n_tasks))

@@ -39,11 +39,16 @@ TRUSTED_TYPES = frozenset({
     "fer_classic.features.LBPFeatures",
     "fer_classic.features.LandmarkFeatures",
     "fer_classic.sift.SiftBovwFeatures",
+    "fer_classic.sift.SiftWordsFeatures",
     "fer_classic.estimators.FixedSizeLSSVM",
     "fer_classic.estimators.VectorizedSVC",
     "fer_classic.estimators.SoftmaxCalibrator",
     "fer_classic.estimators.LocalSVM",
+    "fer_classic.estimators.SumKernelLocalSVM",
     "sklearn.tree._tree.Tree",
+    # The sparse bag-of-words rows of a local_mkl model; skops writes and reads them with SciPy's save_npz /
+    # load_npz, which refuse pickled objects.
+    "scipy.sparse._csr.csr_matrix",
     # Per-class sigmoid calibration, as models of format version 1 hold it (re-saved as skops files).
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
@@ -159,6 +164,7 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         F = self._features(X)
         self.estimator_ = make_classifier(self.classifier, self.classifier_params, seed=self.random_state)
         _fit_pca_to_data(self.estimator_, *F.shape)
+        _fit_linear_block_to_features(self.estimator_, self.extractor_, X[:1])
         self.estimator_.fit(F, y)
         self.calibrator_ = None
         if not hasattr(self.estimator_, "predict_proba"):
@@ -210,7 +216,7 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
     def _proba(self, F) -> np.ndarray:
         source = self.calibrator_ if self.calibrator_ is not None else self.estimator_
         proba = source.predict_proba(F)
-        full = np.zeros((len(F), len(self.classes_)), dtype=np.float64)
+        full = np.zeros((F.shape[0], len(self.classes_)), dtype=np.float64)
         full[:, source.classes_.astype(int)] = proba  # classes missing in training get 0
         return full
 
@@ -288,6 +294,34 @@ def _fit_pca_to_data(estimator, n_samples: int, n_features: int) -> None:
     for step in getattr(estimator, "named_steps", {}).values():
         if isinstance(step, PCA) and isinstance(step.n_components, int) and step.n_components > limit:
             step.set_params(n_components=limit)
+
+
+def _fit_linear_block_to_features(estimator, extractor, face) -> None:
+    """Point a classifier's ``linear_columns`` at the columns of the sparse bag-of-words features.
+
+    :class:`~fer_classic.estimators.SumKernelLocalSVM` (``local_mkl``) sums a
+    linear kernel on those columns (``sift_words``, or ``sift_bovw`` with
+    ``sparse=True``) with an RBF kernel on the rest; ``face`` (one face)
+    measures the width of the features that do not state theirs.
+    """
+    from sklearn.pipeline import FeatureUnion
+
+    from .sift import SiftBovwFeatures
+
+    if "linear_columns" not in estimator.get_params(deep=True):
+        return
+    parts = [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
+    start, block = 0, []
+    for part in parts:
+        words = isinstance(part, SiftBovwFeatures) and part.sparse
+        width = part.n_features_out_ if isinstance(part, SiftBovwFeatures) else part.transform(face).shape[1]
+        if words:
+            if block and block[-1][1] != start:
+                raise ValueError("list the sparse bag-of-words features next to each other (e.g. "
+                                 "sift_words+hog+lbp+landmarks): the linear kernel takes one block of columns")
+            block.append((start, start + width))
+        start += width
+    estimator.set_params(linear_columns=(block[0][0], block[-1][1]) if block else None)
 
 
 @contextlib.contextmanager
