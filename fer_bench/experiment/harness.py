@@ -157,8 +157,10 @@ def time_prediction(model, X: np.ndarray, *, batch: int = 500, singles: int = 50
     """Milliseconds per face, features included, on one thread: batched and one face at a time.
 
     The one per-face timer of fer-bench (records, ``benchmarks/bench_*.py``):
-    BLAS/OpenMP (``threadpool_limits``) and OpenCV are held to one thread
-    while it runs; ``predict_ms_single`` is the median over ``singles`` faces.
+    BLAS/OpenMP (``threadpool_limits``), OpenCV and a classical model's own
+    workers (every ``n_jobs`` of its classifier: forests, kNN, ``local_mkl``)
+    are held to one thread while it runs; ``predict_ms_single`` is the
+    median over ``singles`` faces.
     """
     import cv2
     from threadpoolctl import threadpool_limits
@@ -166,6 +168,12 @@ def time_prediction(model, X: np.ndarray, *, batch: int = 500, singles: int = 50
     X_batch = X[:batch]
     opencv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    estimator = getattr(model, "estimator_", None)
+    workers = {}
+    if hasattr(estimator, "get_params"):
+        workers = {key: value for key, value in estimator.get_params(deep=True).items()
+                   if key.endswith("n_jobs") and value not in (None, 1)}
+        estimator.set_params(**{key: 1 for key in workers})
     try:
         with threadpool_limits(1):
             model.predict(X_batch[:2])  # warm-up: lazy model loads, caches
@@ -179,6 +187,8 @@ def time_prediction(model, X: np.ndarray, *, batch: int = 500, singles: int = 50
                 times.append((time.perf_counter() - start) * 1000)
     finally:
         cv2.setNumThreads(opencv_threads)
+        if workers:
+            estimator.set_params(**workers)
     return {"predict_ms_per_face": batched, "predict_ms_single": float(np.median(times))}
 
 

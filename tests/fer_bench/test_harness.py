@@ -114,6 +114,25 @@ def test_isolated_timing_runs_the_saved_model_in_its_own_process(monkeypatch):
     assert fallback["predict_ms_per_face"] > 0
 
 
+def test_timing_holds_the_classifier_workers_to_one_and_gives_them_back(monkeypatch):
+    from fer_bench.experiment import harness
+
+    X, y = synthetic_faces(60, seed=2)
+    model = ClassicModel("hog", "rf", classifier_params={"n_estimators": 5}).fit(X, y)
+    assert model.estimator_.get_params()["forest__n_jobs"] == -1
+    seen = []
+    predict = ClassicModel.predict
+
+    def recording(self, faces):
+        seen.append(self.estimator_.get_params()["forest__n_jobs"])
+        return predict(self, faces)
+
+    monkeypatch.setattr(ClassicModel, "predict", recording)
+    harness.time_prediction(model, X, batch=20, singles=3)
+    assert seen == [1] * 5  # warm-up, batch, three single faces
+    assert model.estimator_.get_params()["forest__n_jobs"] == -1
+
+
 @pytest.mark.parametrize("classifier", ["knn", "svm"])
 def test_grid_search_reproduces_the_hand_rolled_selection_on_fer2013(fer2013, classifier, tmp_path):
     from fer_bench._core import stratified_subset
