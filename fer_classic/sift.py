@@ -144,32 +144,6 @@ def bovw_histograms(words: np.ndarray, cells: list, levels, vocabulary_size: int
         at most ``n_keypoints`` words a level, so with thousands of words
         almost every bin is zero.
     """
-    if sparse:
-        return _sparse_histograms(words, cells, levels, vocabulary_size, encoding, norm, level_weights)
-    words = np.asarray(words, dtype=np.int64)
-    n = len(words)
-    weights = np.ones(len(levels)) if level_weights is None else np.asarray(level_weights, dtype=np.float64)
-    blocks = []
-    for grid, cell, weight in zip(levels, cells, weights):
-        n_bins = grid * grid * vocabulary_size
-        flat = (np.arange(n)[:, None] * n_bins + np.asarray(cell)[None, :] * vocabulary_size + words).ravel()
-        hist = np.bincount(flat, minlength=n * n_bins).reshape(n, n_bins).astype(np.float32)
-        if encoding == "presence":
-            hist = (hist > 0).astype(np.float32)
-        if norm == "l1":
-            total = hist.sum(axis=1, keepdims=True)
-        elif norm == "l2":
-            total = np.sqrt(np.einsum("ij,ij->i", hist, hist))[:, None]
-        else:
-            total = np.ones((n, 1), dtype=np.float32)
-        hist /= np.where(total > 0, total, 1)
-        hist *= np.float32(weight)
-        blocks.append(hist)
-    return np.hstack(blocks)
-
-
-def _sparse_histograms(words, cells, levels, vocabulary_size, encoding, norm, level_weights):
-    """:func:`bovw_histograms` as a CSR matrix, built from the words without the dense array."""
     import scipy.sparse as sp
 
     words = np.asarray(words, dtype=np.int64)
@@ -192,7 +166,8 @@ def _sparse_histograms(words, cells, levels, vocabulary_size, encoding, norm, le
             total = np.ones(n)
         scale = np.where(total > 0, weight / np.where(total > 0, total, 1), 0)
         blocks.append(sp.csr_matrix(sp.diags(scale) @ hist, dtype=np.float32))
-    return sp.hstack(blocks, format="csr", dtype=np.float32)
+    out = sp.hstack(blocks, format="csr", dtype=np.float32)
+    return out if sparse else out.toarray()
 
 
 def faces_digest(X) -> str:
