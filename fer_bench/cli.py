@@ -460,8 +460,9 @@ def cells_to_run(run_all: bool, features, classifier, cnns, preset="full") -> tu
     classifier_list = [c.lower() for c in split_list(classifier)]
     cnn_list = split_list(cnns)
     if run_all:
-        return (feature_list or list(FEATURE_SETS), classifier_list or list(CLASSIFIERS),
-                cnn_list or preset_networks(preset))
+        # Classifiers that need sparse bag-of-words features have none to work on in FEATURE_SETS.
+        every = [name for name, spec in CLASSIFIERS.items() if not spec.needs_words]
+        return (feature_list or list(FEATURE_SETS), classifier_list or every, cnn_list or preset_networks(preset))
     if cnn_list and features is None and classifier is None:
         return [], [], cnn_list
     return feature_list or ["hog"], classifier_list or ["svm"], cnn_list

@@ -139,6 +139,10 @@ class ClassifierSpec:
         n_samples_fit") rather than using every face instead.  The harness
         leaves grid candidates above it out (see
         :func:`fer_bench.experiment.harness.fit_grid_to_faces`).
+    needs_words : bool
+        Whether the classifier needs sparse bag-of-words features
+        (``sift_words``) among its features; ``run --all``, whose feature sets
+        have none, leaves it out.
     """
 
     build: Callable
@@ -147,6 +151,7 @@ class ClassifierSpec:
     class_weight: bool = True
     grid_parallel: bool = True
     face_counts: dict = field(default_factory=lambda: {"pca_components": False})
+    needs_words: bool = False
 
     def defaults(self) -> dict:
         import inspect
@@ -192,7 +197,7 @@ CLASSIFIERS = {
     "local_mkl": ClassifierSpec(make_local_mkl, "a local SVM on the sift_words linear kernel plus an RBF kernel on "
                                 "the other features (multiple kernel learning)",
                                 {"linear_weight": [0.2, 0.3, 0.5]}, class_weight=False, grid_parallel=False,
-                                face_counts={"n_neighbors": False, "pca_components": False}),
+                                face_counts={"n_neighbors": False, "pca_components": False}, needs_words=True),
 }
 """Classifier name -> :class:`ClassifierSpec`."""
 

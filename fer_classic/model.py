@@ -150,8 +150,7 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
             have no ``predict_proba`` of their own (SVMs).  Without it they are
             calibrated on the training faces.
         """
-        parse_feature_spec(self.features)
-        check_classifier_name(self.classifier)
+        check_features_for_classifier(self.features, self.feature_params, self.classifier)
         classes = tuple(self.classes)
         X = np.asarray(X)
         y = encode_labels(y, classes)
@@ -294,6 +293,29 @@ def _fit_pca_to_data(estimator, n_samples: int, n_features: int) -> None:
     for step in getattr(estimator, "named_steps", {}).values():
         if isinstance(step, PCA) and isinstance(step.n_components, int) and step.n_components > limit:
             step.set_params(n_components=limit)
+
+
+def check_features_for_classifier(features: str, feature_params, classifier: str) -> None:
+    """Refuse, before any extraction, features ``classifier`` cannot take or that lack what it needs.
+
+    ``local_mkl`` needs sparse bag-of-words features (``sift_words``); the
+    other classifiers standardise or split dense vectors, and cannot take them.
+    """
+    from sklearn.pipeline import FeatureUnion
+
+    from .sift import SiftBovwFeatures
+
+    parse_feature_spec(features)
+    extractor = make_features(features, feature_params)
+    parts = [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
+    sparse = any(isinstance(part, SiftBovwFeatures) and part.sparse for part in parts)
+    if check_classifier_name(classifier).needs_words and not sparse:
+        raise ValueError(f"classifier {classifier!r} sums a linear kernel on sparse bag-of-words features with an "
+                         f"RBF kernel on the rest, and {features!r} has none: add sift_words (e.g. "
+                         f"--features sift_words+hog+lbp+landmarks), or use local_svm")
+    if sparse and not check_classifier_name(classifier).needs_words:
+        raise ValueError(f"{features!r} holds sparse bag-of-words vectors (sift_words), which only local_mkl "
+                         f"takes; use --classifier local_mkl, or sift_bovw with {classifier!r}")
 
 
 def _fit_linear_block_to_features(estimator, extractor, face) -> None:

@@ -31,7 +31,7 @@ from sklearn.base import clone
 
 from fer_classic.classifiers import check_classifier_name
 from fer_classic.features import parse_feature_spec, transform_faces
-from fer_classic.model import MODEL_SUFFIX, ClassicModel, library_versions
+from fer_classic.model import MODEL_SUFFIX, ClassicModel, check_features_for_classifier, library_versions
 
 from .._core import replacing, writable_cache_folder, write_json_atomic
 from ..metrics import classification_metrics
@@ -281,6 +281,7 @@ def run_classic_cell(
     # Settings that count more neighbours or centres than there are training faces are left out (said once),
     # or the cell fails here, before any extraction, saying how many faces it needs.
     n_faces = len(dataset.train) * (2 if flip else 1)
+    check_features_for_classifier(features, feature_params, classifier)
     candidates, grid_note = fit_grid_to_faces(classifier, candidate_grid(classifier, fixed, select), n_faces)
     if grid_note:
         log(f"{name}: note: {grid_note}")

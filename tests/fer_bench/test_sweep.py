@@ -260,9 +260,11 @@ def test_cells_to_run():
     assert cells_to_run(False, None, None, "tutorial") == ([], [], ["tutorial"])
     features, classifiers, cnns = cells_to_run(True, None, None, None)
     assert features == list(sweep.FEATURE_SETS) == ["lbp", "hog", "landmarks", "hog+lbp+landmarks"]
-    assert classifiers == list(CLASSIFIERS) and cnns == sweep.preset_networks("full") and cnns
+    every = [name for name in CLASSIFIERS if name != "local_mkl"]  # it needs sift_words, which --all leaves out
+    assert classifiers == every and cnns == sweep.preset_networks("full") and cnns
     assert "vgg" not in cnns and "vgg" in cells_to_run(True, None, None, None, "accelerator")[2]
-    assert cells_to_run(True, "hog", None, "tutorial") == (["hog"], list(CLASSIFIERS), ["tutorial"])
+    assert cells_to_run(True, "hog", None, "tutorial") == (["hog"], every, ["tutorial"])
+    assert cells_to_run(True, "sift_words+hog", "local_mkl", None)[1] == ["local_mkl"]
 
 
 def test_cli_run_all_both_families_writes_report(tmp_path, calls):

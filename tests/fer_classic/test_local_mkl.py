@@ -151,3 +151,21 @@ def test_sparse_words_must_be_one_block_of_columns():
                          feature_params={"sift_words": words, "sift_bovw": {**words, "sparse": True}})
     with pytest.raises(ValueError, match=r"list the sparse bag-of-words features next to each other"):
         model.fit(X, y)
+
+
+def test_a_classic_model_refuses_local_mkl_without_sparse_words_before_extracting(monkeypatch):
+    import fer_classic.features as features_module
+
+    def no_extraction(self, X):
+        raise AssertionError("features were extracted")
+
+    monkeypatch.setattr(features_module._FaceTransformer, "transform", no_extraction)
+    X, y = synthetic_faces(20)
+    for features, params in (("hog+lbp", None), ("sift_bovw+hog", None),
+                             ("sift_words+hog", {"sift_words": {"sparse": False}})):
+        with pytest.raises(ValueError, match=r"'local_mkl' sums a linear kernel on sparse bag-of-words features .* "
+                                             r"add sift_words .* or use local_svm"):
+            ClassicModel(features, "local_mkl", feature_params=params).fit(X, y)
+    with pytest.raises(ValueError, match=r"'sift_words\+hog' holds sparse bag-of-words vectors \(sift_words\), which "
+                                         r"only local_mkl takes; use --classifier local_mkl, or sift_bovw with 'svm'"):
+        ClassicModel("sift_words+hog", "svm").fit(X, y)
