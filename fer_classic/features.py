@@ -549,14 +549,15 @@ def _cached_features(memory, name: str, key: str, part, X):
     if cached is not None:
         if "indptr" in cached:
             shape = tuple(int(v) for v in cached["shape"])
-            if shape[0] == len(X) and cached["data"].dtype == np.float32 and len(cached["indptr"]) == shape[0] + 1:
+            dtype = cached["data"].dtype
+            if shape[0] == len(X) and dtype == np.float32 and len(cached["indptr"]) == shape[0] + 1:
                 return sp.csr_matrix((cached["data"], cached["indices"], cached["indptr"]), shape=shape)
-            features = cached["data"]
         else:
             features = cached["features"]
-            if features.ndim == 2 and len(features) == len(X) and features.dtype == np.float32:
+            shape, dtype = features.shape, features.dtype
+            if features.ndim == 2 and len(features) == len(X) and dtype == np.float32:
                 return features
-        warn_once(("entry", path), f"cache file {path}: does not hold float32 features of {len(X)} faces; "
+        warn_once(("entry", path), f"cache file {path}: holds {shape} {dtype} features for {len(X)} faces; "
                                    "not used, rebuilt")
     features = part.transform(X)
     if sp.issparse(features):
