@@ -849,16 +849,36 @@ class SumKernelLocalSVM(LocalSVM):
             Z = self.pca_.transform(Z)
         return unit, np.asarray(Z, dtype=np.float32)
 
-    def _sum_kernel(self, a, b) -> np.ndarray:
-        """``K`` between the rows of factors ``a`` and ``b`` (pairs of linear block, components), float64."""
+    def _sum_kernel(self, a, b, b_columns=None) -> np.ndarray:
+        """``K`` between the rows of factors ``a`` and ``b`` (pairs of linear block, components), float64.
+
+        ``b_columns``: ``b``'s linear block transposed, as CSR, when at hand.
+        """
         w = self.weights_
         out = 0.0
         if w > 0:
-            out = w * np.asarray((a[0] @ b[0].T).toarray(), dtype=np.float64)
+            out = w * np.asarray((a[0] @ (b[0].T if b_columns is None else b_columns)).toarray(), dtype=np.float64)
         if w < 1:
             za, zb = np.asarray(a[1], dtype=np.float64), np.asarray(b[1], dtype=np.float64)
             out = out + (1 - w) * rbf_kernel_rows(za, zb, np.einsum("ij,ij->i", zb, zb), self.gamma_)
         return out
+
+    def _training_columns(self):
+        """The training rows' linear block transposed, as CSR; computed once and kept in memory, not saved.
+
+        ``rows @ block.T`` would have SciPy convert the whole transposed block
+        to CSR on every call: 4.9 s for one face against 57,418 training rows.
+        """
+        if self.linear_fit_ is None:
+            return None
+        if self.__dict__.get("_columns") is None:
+            self.__dict__["_columns"] = self.linear_fit_.T.tocsr()
+        return self.__dict__["_columns"]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_columns", None)
+        return state
 
     def _train_factors(self, index):
         linear = None if self.linear_fit_ is None else self.linear_fit_[index]
@@ -886,6 +906,7 @@ class SumKernelLocalSVM(LocalSVM):
 
         batches = [slice(start, start + int(self.batch_size)) for start in range(0, X.shape[0], int(self.batch_size))]
         workers = _worker_count(self.n_jobs, len(batches))
+        self._training_columns()  # once, before the threads need it
         # Threads: libsvm, SciPy's sparse products and BLAS release the GIL; one BLAS thread each keeps the
         # workers from competing for the cores.
         with threadpool_limits(1 if workers > 1 else None):
@@ -896,7 +917,7 @@ class SumKernelLocalSVM(LocalSVM):
 
     def _batch_scores(self, batch, k: int) -> np.ndarray:
         """Local SVM scores of a batch of rows' kernel factors."""
-        similarity = self._sum_kernel(batch, self._train_factors(np.arange(self.n_fit_)))
+        similarity = self._sum_kernel(batch, (self.linear_fit_, self.Z_fit_), self._training_columns())
         nearest = np.sort(np.argpartition(-similarity, k - 1, axis=1)[:, :k], axis=1)
         scores = np.empty((len(nearest), len(self.classes_)))
         for i, chosen in enumerate(nearest):

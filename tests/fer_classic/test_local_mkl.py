@@ -140,8 +140,11 @@ def test_a_classic_model_points_the_linear_kernel_at_the_sift_words_and_saves_an
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_array_equal(model.predict(X_val), np.asarray(model.classes_)[model.estimator_.predict(F)])
     assert model.score(X_val, y_val) > 0.9
+    assert "_columns" in model.estimator_.__dict__  # the transposed words, kept for the next prediction
     loaded = ClassicModel.load(model.save(tmp_path / "mkl.skops"))
+    assert "_columns" not in loaded.estimator_.__dict__  # and not saved: the file holds the training rows once
     np.testing.assert_array_equal(loaded.predict_proba(X_val), proba)
+    np.testing.assert_array_equal(loaded.predict_proba(X_val[:1]), proba[:1])
 
 
 def test_sparse_words_must_be_one_block_of_columns():
