@@ -120,13 +120,24 @@ def script_command(tmp_path, source: str, *, per_class: int = 1):
     return out, [sys.executable, str(script), str(out), str(data), str(tmp_path / "cache")]
 
 
+def _default_interrupt():
+    """In the started process: SIGINT back to its default, so that Python turns it into KeyboardInterrupt.
+
+    A shell starts a background job (``pytest &``) with SIGINT ignored, its
+    children inherit that, and Python keeps an ignored SIGINT ignored: the
+    tests that interrupt a run would wait for it in vain.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_and_wait(command, ready, what: str, *, env=None, timeout: float = 60):
     """Start ``command`` (this checkout first on its path); return the process once ``ready()`` holds.
 
     Fails, killing the process, if it exits or ``timeout`` seconds pass first.
     """
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_interrupt)
     deadline = time.monotonic() + timeout
     try:
         while not ready():
