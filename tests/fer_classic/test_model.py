@@ -21,7 +21,13 @@ def faces():
 @pytest.mark.parametrize("classifier", list(CLASSIFIERS))
 def test_every_classifier_learns_the_synthetic_classes(faces, classifier):
     (X, y), (X_test, y_test) = faces
-    model = ClassicModel("hog", classifier).fit(X, y, validation=(X_test, y_test))
+    if CLASSIFIERS[classifier].needs_words:  # local_mkl: a small sparse bag of words beside hog
+        model = ClassicModel("sift_words+hog", classifier, classifier_params={"n_neighbors": 60},
+                             feature_params={"sift_words": {"vocabulary_size": 40, "fit_descriptors": 20_000,
+                                                            "step": 4}})
+    else:
+        model = ClassicModel("hog", classifier)
+    model.fit(X, y, validation=(X_test, y_test))
     predicted = model.predict(X_test)
     assert predicted.shape == (70,) and set(predicted) <= set(CLASSES)
     assert np.mean(predicted == np.asarray(CLASSES)[y_test]) > 0.8
