@@ -569,6 +569,11 @@ def _cached_features(memory, name: str, key: str, part, X):
     return features
 
 
+def feature_parts(extractor) -> list:
+    """The single features of an extractor from :func:`make_features`: the union's parts, or itself."""
+    return [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
+
+
 def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
     """Features of faces ``X`` from a fitted extractor, each single feature cached on disk.
 
@@ -604,7 +609,7 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
     """
     import copy
 
-    parts = [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
+    parts = feature_parts(extractor)
     if n_jobs is not None:
         # A shallow copy keeps the fitted attributes; the extractor itself is left as it was.
         parts = [copy.copy(part).set_params(n_jobs=n_jobs) for part in parts]

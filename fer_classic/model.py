@@ -25,7 +25,7 @@ from fer_bench._core import FER2013_CLASSES, encode_labels
 
 from .classifiers import check_classifier_name, make_classifier
 from .estimators import SoftmaxCalibrator, VectorizedSVC
-from .features import make_features, parse_feature_spec, transform_faces
+from .features import feature_parts, make_features, parse_feature_spec, transform_faces
 
 MODEL_FORMAT = "fer-bench-model"
 MODEL_FORMAT_VERSION = 2
@@ -301,19 +301,17 @@ def check_features_for_classifier(features: str, feature_params, classifier: str
     ``local_mkl`` needs sparse bag-of-words features (``sift_words``); the
     other classifiers standardise or split dense vectors, and cannot take them.
     """
-    from sklearn.pipeline import FeatureUnion
-
     from .sift import SiftBovwFeatures
 
     parse_feature_spec(features)
-    extractor = make_features(features, feature_params)
-    parts = [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
-    sparse = any(isinstance(part, SiftBovwFeatures) and part.sparse for part in parts)
-    if check_classifier_name(classifier).needs_words and not sparse:
+    sparse = any(isinstance(part, SiftBovwFeatures) and part.sparse
+                 for part in feature_parts(make_features(features, feature_params)))
+    needs_words = check_classifier_name(classifier).needs_words
+    if needs_words and not sparse:
         raise ValueError(f"classifier {classifier!r} sums a linear kernel on sparse bag-of-words features with an "
                          f"RBF kernel on the rest, and {features!r} has none: add sift_words (e.g. "
                          f"--features sift_words+hog+lbp+landmarks), or use local_svm")
-    if sparse and not check_classifier_name(classifier).needs_words:
+    if sparse and not needs_words:
         raise ValueError(f"{features!r} holds sparse bag-of-words vectors (sift_words), which only local_mkl "
                          f"takes; use --classifier local_mkl, or sift_bovw with {classifier!r}")
 
@@ -326,15 +324,12 @@ def _fit_linear_block_to_features(estimator, extractor, face) -> None:
     ``sparse=True``) with an RBF kernel on the rest; ``face`` (one face)
     measures the width of the features that do not state theirs.
     """
-    from sklearn.pipeline import FeatureUnion
-
     from .sift import SiftBovwFeatures
 
     if "linear_columns" not in estimator.get_params(deep=True):
         return
-    parts = [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
     start, block = 0, []
-    for part in parts:
+    for part in feature_parts(extractor):
         words = isinstance(part, SiftBovwFeatures) and part.sparse
         width = part.n_features_out_ if isinstance(part, SiftBovwFeatures) else part.transform(face).shape[1]
         if words:
