@@ -518,6 +518,9 @@ class SoftmaxCalibrator(ClassifierMixin, BaseEstimator):
         scores = np.asarray(self.estimator.decision_function(X), dtype=np.float64)
         y_index = np.searchsorted(self.classes_, np.asarray(y))
         self.temperature_ = _fit_temperature(scores, y_index)
+        # The accuracy of the decisions on these rows, which predict() repeats: a caller that
+        # fitted on held-out rows need not score them again.
+        self.accuracy_ = float(np.mean(np.argmax(scores, axis=1) == y_index))
         return self
 
     def predict_proba(self, X) -> np.ndarray:

@@ -148,7 +148,9 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         validation : tuple (X_val, y_val), optional
             Held-out faces used to calibrate probabilities of classifiers that
             have no ``predict_proba`` of their own (SVMs).  Without it they are
-            calibrated on the training faces.
+            calibrated on the training faces.  Such a classifier's accuracy on
+            the validation faces is kept as ``validation_accuracy_`` (None for
+            the others, and without ``validation``).
         """
         check_features_for_classifier(self.features, self.feature_params, self.classifier)
         classes = tuple(self.classes)
@@ -166,6 +168,7 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         _fit_linear_block_to_features(self.estimator_, self.extractor_, X[:1])
         self.estimator_.fit(F, y)
         self.calibrator_ = None
+        self.validation_accuracy_ = None
         if not hasattr(self.estimator_, "predict_proba"):
             # Probabilities from the decision values at one fitted temperature: their argmax is
             # the classifier's own decision.  Fitted on the validation faces when given (the
@@ -175,6 +178,8 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
             else:
                 F_cal, y_cal = F, y
             self.calibrator_ = SoftmaxCalibrator(self.estimator_).fit(F_cal, y_cal)
+            if validation is not None:
+                self.validation_accuracy_ = self.calibrator_.accuracy_
         self.n_train_ = len(y)
         return self
 

@@ -96,6 +96,33 @@ def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_p
     assert json.loads((tmp_path / "records" / "hog__dt__flip.json").read_text())["accuracy"] == record["accuracy"]
 
 
+def test_a_single_svm_setting_is_scored_on_validation_by_its_calibration_pass(kaggle_dir, tmp_path, monkeypatch):
+    # For local classifiers a pass over the validation faces costs minutes: it runs once.
+    from sklearn.svm import SVC
+
+    from fer_bench.data import load_dataset
+
+    from dataclasses import replace
+
+    full = load_dataset(kaggle_dir, cache_dir=False)
+    dataset = replace(full, val=full.val.subset(np.arange(17)))  # a size no other pass has
+    passes = []
+    original = SVC.decision_function
+
+    def counting(self, X):
+        passes.append(len(X))
+        return original(self, X)
+
+    monkeypatch.setattr(SVC, "decision_function", counting)
+    record = run_classic_cell(dataset, "hog", "svm", tmp_path, select=False, cache=tmp_path / "c",
+                              log=lambda message: None)
+    assert passes.count(len(dataset.val)) == 1 and len(dataset.val) != len(dataset.test)
+    model = ClassicModel.load(record["model_path"])
+    assert record["validation_accuracy"] == model.score(dataset.val.X, dataset.val.y)
+    assert record["selection"] == [{"params": {}, "validation_accuracy": record["validation_accuracy"],
+                                    "fit_seconds": record["selection"][0]["fit_seconds"]}]
+
+
 def test_isolated_timing_runs_the_saved_model_in_its_own_process(monkeypatch):
     import sys
 

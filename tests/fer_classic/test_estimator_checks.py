@@ -89,6 +89,10 @@ def test_softmax_calibrator_fits_clones_and_refuses_to_predict_unfitted():
     proba = fitted.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_array_equal(fitted.predict(X), fitted.estimator.predict(X))
+    held_out = y.copy()
+    held_out[1::7] = "a"  # rows the classifier gets wrong: the accuracy kept is that of its decisions
+    accuracy = SoftmaxCalibrator(svm).fit(X, held_out).accuracy_
+    assert accuracy == np.mean(svm.predict(X) == held_out) < 1
 
 
 @pytest.mark.parametrize("cls", FEATURES.values(), ids=list(FEATURES))
