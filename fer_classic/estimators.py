@@ -552,6 +552,16 @@ def make_ls_svm(*, n_components=6000, pca_components=200, gamma_scale=1.0, alpha
 # --------------------------------------------------------------------------- local learning
 
 
+def _check_local_params(estimator) -> None:
+    """The checks of ``n_neighbors``, ``C`` and ``gamma`` that every local SVM makes."""
+    if int(estimator.n_neighbors) < 2:
+        raise ValueError(f"n_neighbors={estimator.n_neighbors}; must be at least 2")
+    if float(estimator.C) <= 0:
+        raise ValueError(f"C={estimator.C}; must be positive")
+    if not (estimator.gamma == "scale" or (isinstance(estimator.gamma, (int, float)) and estimator.gamma > 0)):
+        raise ValueError(f"gamma={estimator.gamma!r}; give 'scale' or a positive number")
+
+
 def _fit_precomputed(gram, labels: np.ndarray, C: float, random_state):
     """``(SVC on the precomputed kernel gram(), the label indices present)``; one label: ``(None, it)``.
 
@@ -631,14 +641,9 @@ class LocalSVM(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _validate_params_values(self):
-        if int(self.n_neighbors) < 2:
-            raise ValueError(f"n_neighbors={self.n_neighbors}; must be at least 2")
+        _check_local_params(self)
         if self.kernel not in ("rbf", "linear"):
             raise ValueError(f"kernel={self.kernel!r}; choose 'rbf' or 'linear'")
-        if float(self.C) <= 0:
-            raise ValueError(f"C={self.C}; must be positive")
-        if not (self.gamma == "scale" or (isinstance(self.gamma, (int, float)) and self.gamma > 0)):
-            raise ValueError(f"gamma={self.gamma!r}; give 'scale' or a positive number")
 
     def fit(self, X, y):
         """Store training rows ``X`` (n, d) and labels ``y`` (n,)."""
@@ -772,14 +777,9 @@ class SumKernelLocalSVM(LocalSVM):
         self.random_state = random_state
 
     def _validate_params_values(self):
-        if int(self.n_neighbors) < 2:
-            raise ValueError(f"n_neighbors={self.n_neighbors}; must be at least 2")
+        _check_local_params(self)
         if not 0 <= float(self.linear_weight) <= 1:
             raise ValueError(f"linear_weight={self.linear_weight}; give a weight from 0 to 1")
-        if float(self.C) <= 0:
-            raise ValueError(f"C={self.C}; must be positive")
-        if not (self.gamma == "scale" or (isinstance(self.gamma, (int, float)) and self.gamma > 0)):
-            raise ValueError(f"gamma={self.gamma!r}; give 'scale' or a positive number")
         if self.pca_components is not None and int(self.pca_components) < 1:
             raise ValueError(f"pca_components={self.pca_components}; give a positive number or None")
 
