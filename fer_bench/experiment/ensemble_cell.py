@@ -163,6 +163,7 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
     # An ensemble of CNNs is a deep model (and so is one of classical models, classical): the verdict
     # compares it with the other family.  One that mixes the two is a fusion, a family of its own.
     family = families.pop() if len(families) == 1 else "fusion"
+    seeds = [record.get("seed") for record in records]
     record = cell_record(dataset, name, family, started, {}, {
         "ensemble": True,
         "features": "+".join(record.get("features", "pixels") for record in records),
@@ -179,7 +180,9 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
         "shipped_members": {cell: shipped_name for cell, (shipped_name, _) in shipped.items()},
         "best_member": best_member,
         "mcnemar_vs_best_member": versus_best,
-        "seed": records[0].get("seed"),
+        # One seed when the members share it; members trained with several seeds have none in common.
+        "seed": seeds[0] if len(set(seeds)) == 1 else None,
+        "member_seeds": seeds,
         "n_train": max(record.get("n_train") or 0 for record in records),
         "n_validation": int(len(val)),
         "n_test": int(len(test)),

@@ -48,6 +48,22 @@ def test_ensemble_cell_records_members_weights_and_the_test_against_its_best_mem
     assert "| fusion |" in report and "hog__knn (" in report
 
 
+def test_an_ensemble_of_members_trained_with_other_seeds_records_each_seed(kaggle_dir, run_with_two_cells,
+                                                                           tmp_path):
+    out, cache = run_with_two_cells, str(tmp_path / "cache")
+    done = CliRunner().invoke(cli, ["run", "--features", "lbp", "--classifier", "knn", "--seed", "3", "--data",
+                                    str(kaggle_dir), "--out", str(out), "--cache-dir", cache, "--no-report"])
+    assert done.exit_code == 0, done.output
+    for members, name in (("hog__knn,lbp__knn", "mixed"), ("hog__knn,hog__dt", "same")):
+        done = CliRunner().invoke(cli, ["ensemble", members, "--name", name, "--data", str(kaggle_dir),
+                                        "--out", str(out), "--cache-dir", cache, "--no-report"])
+        assert done.exit_code == 0, done.output
+    mixed = json.loads((out / "records" / "mixed.json").read_text())
+    assert mixed["seed"] is None and mixed["member_seeds"] == [0, 3]
+    same = json.loads((out / "records" / "same.json").read_text())
+    assert same["seed"] == 0 and same["member_seeds"] == [0, 0]
+
+
 def test_ensemble_of_missing_cells_is_one_clear_line(kaggle_dir, run_with_two_cells, tmp_path):
     done = CliRunner().invoke(cli, ["ensemble", "hog__knn,hog__svm", "--data", str(kaggle_dir),
                                     "--out", str(run_with_two_cells), "--cache-dir", str(tmp_path / "cache")])
