@@ -12,6 +12,7 @@ It offers the interface every fer-bench model shares::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import sys
 from pathlib import Path
@@ -150,7 +151,8 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
             have no ``predict_proba`` of their own (SVMs).  Without it they are
             calibrated on the training faces.  Such a classifier's accuracy on
             the validation faces is kept as ``validation_accuracy_`` (None for
-            the others, and without ``validation``).
+            the others, and without ``validation``), and :meth:`score` of
+            those faces and labels returns it without a second pass.
         """
         check_features_for_classifier(self.features, self.feature_params, self.classifier)
         classes = tuple(self.classes)
@@ -180,6 +182,7 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
             self.calibrator_ = SoftmaxCalibrator(self.estimator_).fit(F_cal, y_cal)
             if validation is not None:
                 self.validation_accuracy_ = self.calibrator_.accuracy_
+                self.validation_digest_ = _scored_digest(validation[0], y_cal)
         self.n_train_ = len(y)
         return self
 
@@ -229,8 +232,14 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         from sklearn.metrics import accuracy_score
 
         self._check_fitted()
+        y = encode_labels(y, self.classes_)
+        kept = getattr(self, "validation_accuracy_", None)
+        # The validation faces of fit were scored by its calibration pass (selection scores them again:
+        # for a local SVM that is minutes a candidate).
+        if kept is not None and sample_weight is None and _scored_digest(X, y) == self.validation_digest_:
+            return kept
         predicted = encode_labels(self.predict(X), self.classes_)
-        return float(accuracy_score(encode_labels(y, self.classes_), predicted, sample_weight=sample_weight))
+        return float(accuracy_score(y, predicted, sample_weight=sample_weight))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -298,6 +307,14 @@ def _fit_pca_to_data(estimator, n_samples: int, n_features: int) -> None:
     for step in getattr(estimator, "named_steps", {}).values():
         if isinstance(step, PCA) and isinstance(step.n_components, int) and step.n_components > limit:
             step.set_params(n_components=limit)
+
+
+def _scored_digest(X, y_index) -> str:
+    """SHA-256 of faces ``X`` and their label indices: which faces a kept accuracy was measured on."""
+    from .sift import faces_digest
+
+    labels = np.ascontiguousarray(y_index, dtype=np.int64)
+    return faces_digest(X) + hashlib.sha256(memoryview(labels).cast("B")).hexdigest()
 
 
 def check_features_for_classifier(features: str, feature_params, classifier: str) -> None:

@@ -322,11 +322,8 @@ def run_classic_cell(
         call_interruptibly(model.fit, X_train, y_train, validation=(val.X, val.y))
         fit_seconds = time.perf_counter() - fit_start
         if selection is None:  # nothing to choose: the one fit is scored on the validation split
-            # A classifier calibrated on the validation faces scored them in the fit already.
-            val_score = model.validation_accuracy_
-            if val_score is None:
-                val_score = model.score(val.X, val.y)
-            selection = [{"params": candidates[0], "validation_accuracy": val_score, "fit_seconds": fit_seconds}]
+            selection = [{"params": candidates[0], "validation_accuracy": model.score(val.X, val.y),
+                          "fit_seconds": fit_seconds}]
         for entry in selection:
             log(f"{name}:   {entry['params']} -> {val.name} accuracy {entry['validation_accuracy']:.4f}")
         val_accuracy = selection[best]["validation_accuracy"]

@@ -96,13 +96,14 @@ def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_p
     assert json.loads((tmp_path / "records" / "hog__dt__flip.json").read_text())["accuracy"] == record["accuracy"]
 
 
-def test_a_single_svm_setting_is_scored_on_validation_by_its_calibration_pass(kaggle_dir, tmp_path, monkeypatch):
+def test_an_svm_scores_the_validation_faces_once_per_fit_in_its_calibration_pass(kaggle_dir, tmp_path, monkeypatch):
     # For local classifiers a pass over the validation faces costs minutes: it runs once.
+    from dataclasses import replace
+
     from sklearn.svm import SVC
 
     from fer_bench.data import load_dataset
-
-    from dataclasses import replace
+    from fer_bench.experiment.harness import select_on_validation
 
     full = load_dataset(kaggle_dir, cache_dir=False)
     dataset = replace(full, val=full.val.subset(np.arange(17)))  # a size no other pass has
@@ -121,6 +122,15 @@ def test_a_single_svm_setting_is_scored_on_validation_by_its_calibration_pass(ka
     assert record["validation_accuracy"] == model.score(dataset.val.X, dataset.val.y)
     assert record["selection"] == [{"params": {}, "validation_accuracy": record["validation_accuracy"],
                                     "fit_seconds": record["selection"][0]["fit_seconds"]}]
+    # Selection too: each candidate's decisions on the validation faces are computed once, in its fit.
+    passes.clear()
+    base = ClassicModel("hog", "svm", memory=tmp_path / "c")
+    selection = select_on_validation(base, [{"C": 3.0}, {"C": 10.0}], dataset.train.X, dataset.train.y,
+                                     dataset.val.X, dataset.val.y)
+    assert passes.count(len(dataset.val)) == 2
+    for entry in selection:
+        refit = clone(base).set_params(classifier_params=entry["params"]).fit(dataset.train.X, dataset.train.y)
+        assert entry["validation_accuracy"] == refit.score(dataset.val.X, dataset.val.y)
 
 
 def test_isolated_timing_runs_the_saved_model_in_its_own_process(monkeypatch):
