@@ -59,6 +59,30 @@ def test_a_vertical_edge_puts_every_gradient_in_one_orientation():
     assert orientation_totals[0] == orientation_totals.max() and orientation_totals[1:].sum() < 0.01 * orientation_totals[0]
 
 
+def test_sigma_is_the_blur_the_gradients_are_taken_from():
+    import cv2
+
+    X, _ = synthetic_faces(3)
+    for face in X:
+        default = dense_sift(face, step=4, bin_sizes=(4,))
+        np.testing.assert_array_equal(dense_sift(face, step=4, bin_sizes=(4,), sigma=1.6), default)
+        # sigma=0.5 adds a blur of 0.1 only: blurring the face first by the rest of OpenCV's 1.6 gives the
+        # default descriptors back, up to the rounding of the blurred face to 8 bits
+        rest = np.sqrt(1.6**2 - 0.5**2 - 0.1**2)
+        blurred = np.clip(np.rint(cv2.GaussianBlur(face.astype(np.float32), (0, 0), rest)), 0, 255).astype(np.uint8)
+        assert np.abs(dense_sift(blurred, step=4, bin_sizes=(4,), sigma=0.5) - default).mean() < 3
+        assert np.abs(dense_sift(face, step=4, bin_sizes=(4,), sigma=0.5) - default).mean() > 10
+
+
+def test_a_model_saved_without_sigma_computes_with_opencvs_default():
+    X, _ = synthetic_faces(20)
+    fitted = SiftBovwFeatures(**SMALL).fit(X)
+    expected = fitted.transform(X[:3])
+    del fitted.__dict__["sigma"]  # the state of a transformer saved before sigma was a parameter
+    assert fitted.get_params()["sigma"] == 1.6
+    np.testing.assert_array_equal(fitted.transform(X[:3]), expected)
+
+
 def test_pyramid_cells_split_the_grid_evenly():
     _, centres = dense_keypoints((48, 48), step=4, bin_sizes=(4,))
     whole, halves, quarters = pyramid_cells(centres, (48, 48), (1, 2, 4))
@@ -104,8 +128,8 @@ def test_sparse_vectors_hold_the_dense_values(encoding, norm, feature_map):
 
 def test_sift_words_is_the_published_setting_and_each_level_is_a_unit_vector():
     words = SiftWordsFeatures()
-    assert (words.step, words.vocabulary_size, words.levels, words.encoding, words.norm, words.feature_map,
-            words.sparse) == (2, 4000, (1, 2, 3, 4), "presence", "l2", "none", True)
+    assert (words.step, words.sigma, words.vocabulary_size, words.levels, words.encoding, words.norm,
+            words.feature_map, words.sparse) == (2, 0.8, 4000, (1, 2, 3, 4), "presence", "l2", "none", True)
     assert FEATURES["sift_words"] is SiftWordsFeatures
     X, _ = synthetic_faces(20)
     fitted = SiftWordsFeatures(vocabulary_size=30, fit_descriptors=3000).fit(X)
@@ -157,6 +181,7 @@ def test_parameters_are_checked_in_fit():
         ({"levels": (1, 2), "level_weights": (1,)}, r"one weight per level"),
         ({"feature_map": "rbf"}, r"feature_map='rbf'"),
         ({"vocabulary_size": 1000}, r"a vocabulary of 1000 words needs at least 1000 descriptors; 2 faces give 288"),
+        ({"sigma": 0}, r"sigma=0; give the blur in pixels, above 0"),
     ):
         transformer = SiftBovwFeatures(**params)
         with pytest.raises(ValueError, match=message):
