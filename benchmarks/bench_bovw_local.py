@@ -73,8 +73,9 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     # The vocabulary is learned from the descriptors of a draw of Training faces (seed 0).
-    words = SiftWordsFeatures(step=args.step, bin_sizes=(args.bin_size,), sigma=args.sigma, vocabulary_size=args.vocabulary,
-                              levels=levels, fit_descriptors=args.fit_descriptors, n_jobs=-1).fit(X_train)
+    words = SiftWordsFeatures(step=args.step, bin_sizes=(args.bin_size,), sigma=args.sigma,
+                              vocabulary_size=args.vocabulary, levels=levels, fit_descriptors=args.fit_descriptors,
+                              n_jobs=-1).fit(X_train)
     print(f"dense SIFT of the drawn faces and a vocabulary of {args.vocabulary} words: "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     start = time.perf_counter()
