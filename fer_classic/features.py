@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -537,10 +538,23 @@ def _cache_location(memory):
     return None if location is None else os.fspath(location)
 
 
-def _cached_features(memory, name: str, key: str, part, X):
+def _extract(name: str, part, X, log=None):
+    """``part.transform(X)``, telling ``log`` (if given) when it starts and how long it took."""
+    if log is None:
+        return part.transform(X)
+    started = time.perf_counter()
+    log(f"extracting {name} of {len(X):,} faces")
+    features = part.transform(X)
+    log(f"{name} of {len(X):,} faces extracted in {time.perf_counter() - started:.1f} s")
+    return features
+
+
+def _cached_features(memory, name: str, key: str, part, X, log=None):
     """``part.transform(X)``, read from or written to the cache under ``memory``.
 
     A sparse result (``sift_bovw`` with ``sparse=True``) is stored as its CSR arrays.
+    ``log`` (a function of one message), if given, hears when an extraction
+    starts and how long it took; a cache hit says nothing.
     """
     import scipy.sparse as sp
 
@@ -559,7 +573,7 @@ def _cached_features(memory, name: str, key: str, part, X):
                 return features
         warn_once(("entry", path), f"cache file {path}: holds {shape} {dtype} features for {len(X)} faces; "
                                    "not used, rebuilt")
-    features = part.transform(X)
+    features = _extract(name, part, X, log)
     if sp.issparse(features):
         features = sp.csr_matrix(features, dtype=np.float32)
         save_cached_arrays(path, {"data": features.data, "indices": features.indices, "indptr": features.indptr,
@@ -574,7 +588,7 @@ def feature_parts(extractor) -> list:
     return [part for _, part in extractor.transformer_list] if isinstance(extractor, FeatureUnion) else [extractor]
 
 
-def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
+def transform_faces(extractor, X, *, memory=None, n_jobs=None, log=None) -> np.ndarray:
     """Features of faces ``X`` from a fitted extractor, each single feature cached on disk.
 
     Parameters
@@ -600,6 +614,10 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
         written is read, and costs speed only.
     n_jobs : int or None
         Processes for the extraction; None keeps each transformer's own setting.
+    log : callable or None
+        Told when a single feature is extracted (not read from the cache)
+        and how long it took, as the extraction of some features runs for
+        minutes.
 
     Returns
     -------
@@ -616,7 +634,7 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
     names = {cls: name for name, cls in FEATURES.items()}
     location = _cache_location(memory)
     if location is None or any(type(part) not in names for part in parts):
-        blocks = [part.transform(X) for part in parts]
+        blocks = [_extract(names.get(type(part), type(part).__name__), part, X, log) for part in parts]
     else:
         X = np.asarray(X)
         blocks = []
@@ -628,7 +646,7 @@ def transform_faces(extractor, X, *, memory=None, n_jobs=None) -> np.ndarray:
                 # A feature that learns in fit (sift_bovw's vocabulary): its vectors also depend on the
                 # faces it was fitted on and on what it learned from them.
                 key = json.dumps({"params": json.loads(key), "fitted": part.fitted_state_digest()}, sort_keys=True)
-            blocks.append(_cached_features(location, name, key, part, X))
+            blocks.append(_cached_features(location, name, key, part, X, log=log))
     if len(blocks) == 1:
         return blocks[0]
     import scipy.sparse as sp

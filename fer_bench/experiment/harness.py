@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.base import clone
 
 from fer_classic.classifiers import check_classifier_name
-from fer_classic.features import parse_feature_spec, transform_faces
+from fer_classic.features import feature_parts, parse_feature_spec, transform_faces
 from fer_classic.model import MODEL_SUFFIX, ClassicModel, check_features_for_classifier, library_versions
 
 from .._core import replacing, writable_cache_folder, write_json_atomic
@@ -298,11 +298,21 @@ def run_classic_cell(
         if flip:
             X_train, y_train = np.concatenate([X_train, flip_faces(X_train)]), np.concatenate([y_train, y_train])
         # Extracted here once, into the cache the model reads, to time extraction apart from fitting.
+        # Features that learn from the faces (sift_words' vocabulary) and uncached extractions can run for
+        # minutes: each says when it starts and how long it took.
         extract_start = time.perf_counter()
-        extractor = base.make_extractor().fit(X_train)
-        n_features = transform_faces(extractor, X_train, memory=cache, n_jobs=-1).shape[1]
-        for faces in (val.X, test.X):
-            transform_faces(extractor, faces, memory=cache, n_jobs=-1)
+        extractor = base.make_extractor()
+        learning = [part_name for part_name, part in zip(parse_feature_spec(features), feature_parts(extractor))
+                    if hasattr(part, "fitted_state_digest")]
+        if learning:
+            log(f"{name}: fitting {', '.join(learning)} on {len(X_train):,} {train.name} faces"
+                + (" (mirrored ones included)" if flip else ""))
+        extractor.fit(X_train)
+        for split, faces in ((train.name, X_train), (val.name, val.X), (test.name, test.X)):
+            block = transform_faces(extractor, faces, memory=cache, n_jobs=-1,
+                                    log=lambda message, split=split: log(f"{name}: {split}: {message}"))
+            if split == train.name:
+                n_features = block.shape[1]
         extract_seconds = time.perf_counter() - extract_start
         log(f"{name}: features {n_features} per face ({extract_seconds:.1f} s, cached on reuse)")
 
@@ -327,11 +337,13 @@ def run_classic_cell(
         for entry in selection:
             log(f"{name}:   {entry['params']} -> {val.name} accuracy {entry['validation_accuracy']:.4f}")
         val_accuracy = selection[best]["validation_accuracy"]
+        log(f"{name}: scoring {test.name} ({len(test):,} faces)")
         probabilities = call_interruptibly(model.predict_proba, test.X)
     # The saved model extracts on one process and caches nothing, as a user's model would.
     model.set_params(n_jobs=None, memory=None)
     predicted = np.argmax(probabilities, axis=1)
     scores = classification_metrics(test.y, predicted, classes)
+    log(f"{name}: timing predictions on one process")
     timing = time_prediction(model, test.X)
 
     record = cell_record(dataset, name, "classic", started, library_versions(), {

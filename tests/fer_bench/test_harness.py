@@ -72,6 +72,31 @@ def test_flip_faces_mirrors_columns():
     assert np.array_equal(flip_faces(X)[:, :, 0], X[:, :, -1])
 
 
+def test_classic_cell_says_which_long_step_it_is_in(kaggle_dir, tmp_path):
+    """The steps that run for minutes on FER-2013 (a vocabulary, each extraction, the test pass) are announced."""
+    from fer_bench.data import load_dataset
+
+    dataset = load_dataset(kaggle_dir, cache_dir=False)
+    params = {"sift_bovw": {"vocabulary_size": 12, "fit_descriptors": 5000}}
+    messages = []
+    run_classic_cell(dataset, "sift_bovw+hog", "dt", tmp_path, feature_params=params, flip=True, select=False,
+                     cache=tmp_path / "c", log=messages.append)
+    name = "sift_bovw+hog__dt__flip"
+    n_train, n_val, n_test = 2 * len(dataset.train), len(dataset.val), len(dataset.test)
+    assert f"{name}: fitting sift_bovw on {n_train} Training faces (mirrored ones included)" in messages
+    started = [m for m in messages if ": extracting " in m]
+    assert started == [f"{name}: {split}: extracting {feature} of {n} faces"
+                       for split, n in (("Training", n_train), ("PublicTest", n_val), ("PrivateTest", n_test))
+                       for feature in ("sift_bovw", "hog")]
+    assert sum(" faces extracted in " in m for m in messages) == 6
+    assert messages.index(f"{name}: scoring PrivateTest ({n_test} faces)") < len(messages) - 1
+    # A second run reads every feature from the cache and says nothing of extraction.
+    messages.clear()
+    run_classic_cell(dataset, "sift_bovw+hog", "dt", tmp_path / "again", feature_params=params, flip=True,
+                     select=False, cache=tmp_path / "c", log=messages.append)
+    assert not [m for m in messages if "extract" in m and "cached on reuse" not in m]
+
+
 def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_path):
     from fer_bench.data import load_dataset
 
