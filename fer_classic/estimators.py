@@ -707,10 +707,12 @@ class LocalSVM(ClassifierMixin, BaseEstimator):
         if k == len(self.X_fit_):  # every row's neighbourhood is the whole training set: one fit serves all
             return self._scores(*self._local_model(np.arange(k)), X)
         scores = np.empty((len(X), len(self.classes_)))
-        for start in range(0, len(X), int(self.batch_size)):
-            rows = X[start : start + int(self.batch_size)]
-            for i, chosen in enumerate(self._neighbours(rows, k)):
-                scores[start + i] = self._scores(*self._local_model(chosen), rows[i : i + 1])[0]
+        with _row_progress(len(X)) as bar:
+            for start in range(0, len(X), int(self.batch_size)):
+                rows = X[start : start + int(self.batch_size)]
+                for i, chosen in enumerate(self._neighbours(rows, k)):
+                    scores[start + i] = self._scores(*self._local_model(chosen), rows[i : i + 1])[0]
+                bar.update(len(rows))
         return scores
 
     def predict(self, X) -> np.ndarray:
@@ -912,10 +914,13 @@ class SumKernelLocalSVM(LocalSVM):
         self._training_columns()  # once, before the threads need it
         # Threads: libsvm, SciPy's sparse products and BLAS release the GIL; one BLAS thread each keeps the
         # workers from competing for the cores.
-        with threadpool_limits(1 if workers > 1 else None):
-            parts = Parallel(n_jobs=workers, prefer="threads")(
-                delayed(self._batch_scores)(tuple(None if part is None else part[block] for part in rows), k)
-                for block in batches)
+        parts = []
+        with threadpool_limits(1 if workers > 1 else None), _row_progress(X.shape[0]) as bar:
+            for scores in Parallel(n_jobs=workers, prefer="threads", return_as="generator")(
+                    delayed(self._batch_scores)(tuple(None if part is None else part[block] for part in rows), k)
+                    for block in batches):
+                parts.append(scores)
+                bar.update(len(scores))
         return np.vstack(parts) if parts else np.empty((0, n_classes))
 
     def _batch_scores(self, batch, k: int) -> np.ndarray:
@@ -930,6 +935,21 @@ class SumKernelLocalSVM(LocalSVM):
             scores[i] = _precomputed_scores(model, present, lambda: similarity[i : i + 1, chosen], 1,
                                             len(self.classes_))[0]
         return scores
+
+
+PROGRESS_ROWS = 500
+"""Rows from which a local-learning pass shows a progress bar (about two minutes of ``local_mkl``)."""
+
+
+def _row_progress(n_rows: int):
+    """A tqdm bar on stderr counting the faces a local-learning pass has scored (one SVM fit each).
+
+    Hidden for fewer than :data:`PROGRESS_ROWS` rows and when stderr is not a terminal.
+    """
+    from tqdm import tqdm
+
+    return tqdm(total=n_rows, desc="local SVMs", unit="face", leave=False,
+                disable=None if n_rows >= PROGRESS_ROWS else True)
 
 
 def _worker_count(n_jobs, n_tasks: int) -> int:

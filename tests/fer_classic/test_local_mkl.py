@@ -172,3 +172,36 @@ def test_a_classic_model_refuses_local_mkl_without_sparse_words_before_extractin
     with pytest.raises(ValueError, match=r"'sift_words\+hog' holds sparse bag-of-words vectors \(sift_words\), which "
                                          r"only local_mkl takes; use --classifier local_mkl, or sift_bovw with 'svm'"):
         ClassicModel("sift_words+hog", "svm").fit(X, y)
+
+
+def test_a_long_scoring_pass_counts_every_face_on_a_progress_bar(monkeypatch):
+    """local_mkl scores a few faces a second: a pass over a test split shows how far it is."""
+    import tqdm
+
+    import fer_classic.estimators as estimators
+    from fer_classic.estimators import LocalSVM
+
+    bars = []
+
+    class Recording(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            self.hidden = kwargs["disable"] is True  # None: shown on a terminal (forced here)
+            super().__init__(*args, **{**kwargs, "disable": self.hidden})
+            self.counted = 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.counted += n
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm, "tqdm", Recording)
+    monkeypatch.setattr(estimators, "PROGRESS_ROWS", 25)
+    X, _, other, y = mixed_rows(120)
+    X_test, _, other_test, _ = mixed_rows(30, seed=1)
+    params = {"n_neighbors": 30, "linear_columns": (0, 60), "pca_components": 8}
+    SumKernelLocalSVM(**params, n_jobs=2, batch_size=7).fit(X, y).decision_function(X_test)
+    LocalSVM(n_neighbors=30, batch_size=7).fit(other, y).decision_function(other_test)
+    assert [(bar.total, bar.counted, bar.hidden) for bar in bars] == [(30, 30, False), (30, 30, False)]
+    bars.clear()
+    SumKernelLocalSVM(**params).fit(X, y).decision_function(X_test[:20])  # a short pass shows none
+    assert [(bar.total, bar.hidden) for bar in bars] == [(20, True)]
