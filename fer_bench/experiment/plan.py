@@ -23,6 +23,8 @@ estimate by how long the finished cells really took.
 
 from __future__ import annotations
 
+from fer_classic.classifiers import CLASSIFIERS
+
 FER2013_TRAIN = 28_709
 
 ACCELERATOR_NETWORKS = ("vgg", "mobilenet_v2")
@@ -85,13 +87,24 @@ def training_speed() -> float:
     return rate / REFERENCE_RATE
 
 
-def classic_cell_seconds(spec: str, classifier: str, n_train: int, flip: bool = False) -> float:
-    """Estimated seconds of one classical cell (selection, fit, scoring) with ``n_train`` training faces."""
+def classic_cell_seconds(spec: str, classifier: str, n_train: int, flip: bool = False,
+                         candidates: int | None = None) -> float:
+    """Estimated seconds of one classical cell (selection, fit, scoring) with ``n_train`` training faces.
+
+    :data:`CLASSIC_SECONDS` holds the cost of the registry's whole grid; a cell
+    that tries ``candidates`` settings (fewer when ``--param`` fixes some) is
+    counted as its candidates' fits plus the final one, against the grid's.
+    """
     seconds = CLASSIC_SECONDS.get(classifier, {}).get(spec)
     if seconds is None:
         parts = spec.split("+")
         known = [CLASSIC_SECONDS.get(classifier, {}).get(part) for part in parts]
         seconds = sum(known) if all(known) else DEFAULT_CLASSIC_SECONDS
+    if candidates is not None and classifier in CLASSIFIERS:
+        grid = 1
+        for values in CLASSIFIERS[classifier].grid.values():
+            grid *= len(values)
+        seconds *= (max(1, candidates) + 1) / (grid + 1)
     scale = n_train * (2 if flip else 1) / FER2013_TRAIN
     # Kernel methods grow faster than linearly with the training faces; trees and neighbours about linearly.
     exponent = 1.6 if classifier in ("svm", "linear_svm") else 1.0
@@ -111,7 +124,8 @@ def cnn_cell_seconds(arch: str, epochs: int, n_train: int, n_validation: int) ->
 
 
 def feature_seconds(specs, n_faces: int) -> float:
-    """First extraction of every feature the classical cells use (each feature once)."""
+    """First extraction of every feature the classical cells use (each feature once) from ``n_faces`` faces
+    (mirrored training faces count as faces of their own)."""
     features = {part for spec in specs for part in spec.split("+")}
     return float(sum(FEATURE_SECONDS.get(name, 60) for name in features) * n_faces / 35_887)
 

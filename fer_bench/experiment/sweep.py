@@ -38,7 +38,7 @@ from fer_classic.features import FEATURE_CODE_VERSION, resolved_feature_params
 
 from .._core import stratified_subset, write_json_atomic
 from .deep_cell import run_folder_arch
-from .harness import cell_id, error_record, read_record, run_classic_cell
+from .harness import candidate_grid, cell_id, error_record, read_record, run_classic_cell
 from .progress import PeakMemory, Progress
 
 FEATURE_SETS = ("lbp", "hog", "landmarks", "hog+lbp+landmarks")
@@ -365,7 +365,9 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
 
             cells.append(Cell(name, "classic", config, run,
                               {"dataset": dataset.name, "features": spec, "classifier": classifier},
-                              classic_cell_seconds(spec, classifier, len(dataset.train), flip), task))
+                              classic_cell_seconds(spec, classifier, len(dataset.train), flip,
+                                                   len(candidate_grid(classifier, classifier_params or {}, select))),
+                              task))
     for arch in cnns:
         arch = run_folder_arch(arch, out_dir)  # cnn-seed in a folder written before the tutorial net's rename
         arch_epochs = cnn_epochs(arch, preset, epochs)
@@ -523,7 +525,8 @@ def run_sweep(
         cells, todo = calibrated(cells, todo, log)
     classic_todo = [cell.name for cell in todo if cell.family == "classic"]
     extraction = feature_seconds([c.describe["features"] for c in todo if c.family == "classic"],
-                                 len(dataset.train) + len(dataset.val) + len(dataset.test)) if classic_todo else 0.0
+                                 len(dataset.train) * (2 if flip else 1) + len(dataset.val) + len(dataset.test)
+                                 ) if classic_todo else 0.0
     counts = {family: sum(cell.family == family for cell in todo) for family in ("classic", "deep", "ensemble")}
     log(f"plan: {len(cells)} cells, {len(todo)} to run ({counts['classic']} classical, {counts['deep']} CNN, "
         f"{counts['ensemble']} ensemble); estimated "

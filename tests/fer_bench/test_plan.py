@@ -33,6 +33,21 @@ def test_the_measured_cells_of_the_main_job_fit_one_night_on_two_cores():
     assert deep > 3600  # the CNNs are most of it, as measured
 
 
+def test_a_classical_cell_is_estimated_by_the_settings_it_tries():
+    # The table's figure is the registry's whole grid; --param fixing a parameter leaves fewer fits.
+    n = len(CLASSIFIERS["local_mkl"].grid["linear_weight"])
+    whole = plan.classic_cell_seconds("sift_words+hog+lbp+landmarks", "local_mkl", plan.FER2013_TRAIN, flip=True)
+    assert whole == 2 * plan.CLASSIC_SECONDS["local_mkl"]["sift_words+hog+lbp+landmarks"]
+    assert plan.classic_cell_seconds("sift_words+hog+lbp+landmarks", "local_mkl", plan.FER2013_TRAIN, flip=True,
+                                     candidates=n) == whole
+    one = plan.classic_cell_seconds("sift_words+hog+lbp+landmarks", "local_mkl", plan.FER2013_TRAIN, flip=True,
+                                    candidates=1)
+    assert one == pytest.approx(whole * 2 / (n + 1))
+    # Measured: 34 minutes for that one-setting cell with its words extracted anew (the rest cached).
+    extraction = plan.feature_seconds(["sift_words+hog+lbp+landmarks"], 2 * plan.FER2013_TRAIN + 2 * 3589)
+    assert 34 * 60 <= one + extraction <= 2 * 34 * 60
+
+
 def test_time_left_is_rescaled_by_how_long_finished_cells_took():
     left = plan.TimeLeft([100.0, 200.0, 300.0])
     assert left.seconds() == 600.0
