@@ -28,8 +28,8 @@ from ._core import write_json_atomic
 from .experiment.harness import resolve_path
 from .models import SHIPPED_DIR, load_model, shipped_file
 
-RECORD_FIELDS = ("cell", "family", "dataset", "dataset_key", "split", "seed", "n_train", "n_test", "features",
-                 "feature_params", "classifier", "classifier_params", "chosen_params", "arch", "tta",
+RECORD_FIELDS = ("cell", "family", "dataset", "dataset_key", "split", "seed", "member_seeds", "n_train", "n_test",
+                 "features", "feature_params", "classifier", "classifier_params", "chosen_params", "arch", "tta",
                  "best_epoch", "epochs_run", "fit_seconds", "predict_ms_per_face", "predict_ms_single",
                  "predict_threads", "members", "member_families", "weights", "validation_accuracy", "best_member",
                  "mcnemar_vs_best_member", "accuracy", "f1_macro", "precision_macro", "recall_macro", "per_class",

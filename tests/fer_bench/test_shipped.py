@@ -34,6 +34,17 @@ def test_models_command_lists_every_shipped_model():
     assert table.exit_code == 0 and all(entry["name"] in table.stdout for entry in listed)
 
 
+def test_a_shipped_ensemble_records_the_seed_of_each_member():
+    by_name = {record["name"]: record for record in SHIPPED}
+    ensembles = [record for record in SHIPPED if record.get("members")]
+    assert ensembles
+    for record in ensembles:
+        seeds = [by_name[member.removeprefix("shipped:")]["seed"] for member in record["members"]]
+        assert record["member_seeds"] == seeds
+        # One seed only when every member was trained from it.
+        assert record["seed"] == (seeds[0] if len(set(seeds)) == 1 else None)
+
+
 @pytest.mark.parametrize("record", SHIPPED, ids=[record["name"] for record in SHIPPED])
 def test_shipped_model_scores_its_record_with_the_labels_predict_gives(record, fer2013):
     model = load_model(record["name"])
