@@ -119,7 +119,8 @@ def fit_grid_to_faces(classifier: str, candidates: list, n_faces: int) -> tuple:
                      f"(--param {names[0]}={n_faces})")
 
 
-def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y_val, *, n_jobs=None) -> list:
+def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y_val, *, n_jobs=None,
+                         log=None) -> list:
     """Validation accuracy and fit seconds of ``estimator`` under each ``classifier_params`` candidate.
 
     ``GridSearchCV`` over Training + validation with a ``PredefinedSplit``
@@ -127,6 +128,8 @@ def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y
     the training faces alone and scored on the validation faces.
     ``refit=False``: the chosen candidate is refitted by the caller on the
     training faces only (refitting on both would train on the selection split).
+    ``log``, when the candidates are fitted one after another (``n_jobs``
+    None), hears each one's accuracy as soon as it is scored.
 
     Returns
     -------
@@ -138,8 +141,19 @@ def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y
     X = np.concatenate([X_train, X_val])
     y = np.concatenate([y_train, y_val])
     fold = np.r_[np.full(len(y_train), -1), np.zeros(len(y_val), dtype=int)]
+    scoring = None
+    if log is not None and n_jobs is None:
+        scored = []
+
+        def scoring(model, X, y):
+            accuracy = model.score(X, y)
+            scored.append(accuracy)
+            log(f"{model.classifier_params} -> validation accuracy {accuracy:.4f} "
+                f"({len(scored)} of {len(candidates)} settings tried)")
+            return accuracy
+
     search = GridSearchCV(estimator, {"classifier_params": candidates}, cv=PredefinedSplit(fold), refit=False,
-                          n_jobs=n_jobs, error_score="raise")
+                          n_jobs=n_jobs, error_score="raise", scoring=scoring)
     # The validation faces also calibrate SVM probabilities inside each fit, as in the refit.
     if n_jobs is None:  # fitted one after another in this process
         call_interruptibly(search.fit, X, y, validation=(X_val, y_val))
@@ -320,7 +334,8 @@ def run_classic_cell(
             parallel = check_classifier_name(classifier).grid_parallel
             log(f"{name}: trying {len(candidates)} settings on {val.name}" + (", in parallel" if parallel else ""))
             selection = select_on_validation(base, candidates, X_train, y_train, val.X, val.y,
-                                             n_jobs=min(len(candidates), os.cpu_count() or 1) if parallel else None)
+                                             n_jobs=min(len(candidates), os.cpu_count() or 1) if parallel else None,
+                                             log=lambda message: log(f"{name}:   {message}"))
             best = int(np.argmax([entry["validation_accuracy"] for entry in selection]))
             log(f"{name}: refitting {selection[best]['params']} on {train.name}")
         else:

@@ -97,6 +97,21 @@ def test_classic_cell_says_which_long_step_it_is_in(kaggle_dir, tmp_path):
     assert not [m for m in messages if "extract" in m and "cached on reuse" not in m]
 
 
+def test_a_grid_tried_one_setting_after_another_tells_each_score_as_it_comes(kaggle_dir, tmp_path):
+    from fer_bench.data import load_dataset
+
+    dataset = load_dataset(kaggle_dir, cache_dir=False)
+    messages = []
+    record = run_classic_cell(dataset, "hog", "knn", tmp_path, cache=tmp_path / "c", log=messages.append)
+    told = [m for m in messages if "settings tried)" in m]
+    n = len(record["selection"])
+    assert n > 1 and len(told) == n
+    for i, (line, entry) in enumerate(zip(told, record["selection"]), start=1):
+        assert line == (f"hog__knn:   {entry['params']} -> validation accuracy "
+                        f"{entry['validation_accuracy']:.4f} ({i} of {n} settings tried)")
+    assert messages.index(told[-1]) < min(i for i, m in enumerate(messages) if "refitting" in m)
+
+
 def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_path):
     from fer_bench.data import load_dataset
 
