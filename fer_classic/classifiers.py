@@ -103,7 +103,7 @@ def make_local_svm(*, n_neighbors=500, kernel="rbf", C=10.0, pca_components=200,
     ])
 
 
-def make_local_mkl(*, n_neighbors=500, linear_weight=0.3, C=10.0, pca_components=200, seed=0, n_jobs=-1):
+def make_local_mkl(*, n_neighbors=500, linear_weight=0.5, C=10.0, pca_components=200, seed=0, n_jobs=-1):
     """Local SVM on a summed kernel (:class:`fer_classic.estimators.SumKernelLocalSVM`).
 
     A linear (cosine) kernel on the sparse bag of words (``sift_words``) plus
@@ -194,8 +194,10 @@ CLASSIFIERS = {
     # 62.83%, C=1 59.42%), 0.5 62.17%; on the same faces the global RBF SVM on hog+lbp+landmarks 61.67% and
     # the local one (weight 0) 60.08%.  The cell sift_words+hog+lbp+landmarks__local_mkl__flip (weight 0.3):
     # PublicTest 61.52%, PrivateTest 62.75%, against 60.94% / 62.91% for hog+lbp+landmarks__svm__flip; with
-    # sift_words' blur of 0.8 instead of OpenCV's 1.6, 62.41% / 63.47%.  The grid runs one setting after
-    # another: each scores every validation face with threads of its own.
+    # sift_words' blur of 0.8 instead of OpenCV's 1.6, 62.41% / 63.47%.  The whole grid on all of PublicTest
+    # (words at 0.8, mirrored faces): 0.2 61.66%, 0.3 62.41%, 0.5 63.00%, which scores 64.20% on PrivateTest;
+    # hence the default of 0.5.  The grid runs one setting after another: each scores every validation face
+    # with threads of its own.
     "local_mkl": ClassifierSpec(make_local_mkl, "a local SVM on the sift_words linear kernel plus an RBF kernel on "
                                 "the other features (multiple kernel learning)",
                                 {"linear_weight": [0.2, 0.3, 0.5]}, class_weight=False, grid_parallel=False,
