@@ -914,13 +914,17 @@ class SumKernelLocalSVM(LocalSVM):
         self._training_columns()  # once, before the threads need it
         # Threads: libsvm, SciPy's sparse products and BLAS release the GIL; one BLAS thread each keeps the
         # workers from competing for the cores.
+        # Two batches a worker at a time, so the progress bar moves as they finish (every joblib backend
+        # returns a list; not all of them a generator).
         parts = []
-        with threadpool_limits(1 if workers > 1 else None), _row_progress(X.shape[0]) as bar:
-            for scores in Parallel(n_jobs=workers, prefer="threads", return_as="generator")(
+        with threadpool_limits(1 if workers > 1 else None), _row_progress(X.shape[0]) as bar, \
+                Parallel(n_jobs=workers, prefer="threads") as parallel:
+            for start in range(0, len(batches), 2 * workers):
+                scores = parallel(
                     delayed(self._batch_scores)(tuple(None if part is None else part[block] for part in rows), k)
-                    for block in batches):
-                parts.append(scores)
-                bar.update(len(scores))
+                    for block in batches[start : start + 2 * workers])
+                parts.extend(scores)
+                bar.update(sum(len(block) for block in scores))
         return np.vstack(parts) if parts else np.empty((0, n_classes))
 
     def _batch_scores(self, batch, k: int) -> np.ndarray:

@@ -119,6 +119,20 @@ def fit_grid_to_faces(classifier: str, candidates: list, n_faces: int) -> tuple:
                      f"(--param {names[0]}={n_faces})")
 
 
+def _fits_in_this_process() -> bool:
+    """Whether joblib runs ``n_jobs=None`` work here, one call after another.
+
+    Not under another backend than joblib's own (a Dask worker's cell sets
+    Dask's, which sends the grid's fits to the cluster as tasks) nor under a
+    ``parallel_config`` that asks for more jobs.
+    """
+    import joblib
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend()
+    return type(backend).__module__ == "joblib._parallel_backends" and joblib.effective_n_jobs(None) == 1
+
+
 def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y_val, *, n_jobs=None,
                          log=None) -> list:
     """Validation accuracy and fit seconds of ``estimator`` under each ``classifier_params`` candidate.
@@ -128,8 +142,9 @@ def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y
     the training faces alone and scored on the validation faces.
     ``refit=False``: the chosen candidate is refitted by the caller on the
     training faces only (refitting on both would train on the selection split).
-    ``log``, when the candidates are fitted one after another (``n_jobs``
-    None), hears each one's accuracy as soon as it is scored.
+    ``log``, when the candidates are fitted one after another in this
+    process (``n_jobs`` None, joblib's own backend), hears each one's
+    accuracy as soon as it is scored.
 
     Returns
     -------
@@ -142,7 +157,7 @@ def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y
     y = np.concatenate([y_train, y_val])
     fold = np.r_[np.full(len(y_train), -1), np.zeros(len(y_val), dtype=int)]
     scoring = None
-    if log is not None and n_jobs is None:
+    if log is not None and n_jobs is None and _fits_in_this_process():
         scored = []
 
         def scoring(model, X, y):
