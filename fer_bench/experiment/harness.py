@@ -127,10 +127,12 @@ def _fits_in_this_process() -> bool:
     ``parallel_config`` that asks for more jobs.
     """
     import joblib
-    from joblib.parallel import get_active_backend
+    from joblib.parallel import (LokyBackend, MultiprocessingBackend, SequentialBackend, ThreadingBackend,
+                                 get_active_backend)
 
     backend, _ = get_active_backend()
-    return type(backend).__module__ == "joblib._parallel_backends" and joblib.effective_n_jobs(None) == 1
+    own = (LokyBackend, MultiprocessingBackend, SequentialBackend, ThreadingBackend)  # fer_bench.workers' loky too
+    return isinstance(backend, own) and joblib.effective_n_jobs(None) == 1
 
 
 def select_on_validation(estimator, candidates: list, X_train, y_train, X_val, y_val, *, n_jobs=None,

@@ -98,8 +98,10 @@ def test_classic_cell_says_which_long_step_it_is_in(kaggle_dir, tmp_path):
 
 
 def test_a_grid_tried_one_setting_after_another_tells_each_score_as_it_comes(kaggle_dir, tmp_path):
+    from fer_bench import workers
     from fer_bench.data import load_dataset
 
+    workers.install()  # as the command line runs it: joblib's loky backend replaced by fer-bench's own
     dataset = load_dataset(kaggle_dir, cache_dir=False)
     messages = []
     record = run_classic_cell(dataset, "hog", "knn", tmp_path, cache=tmp_path / "c", log=messages.append)
