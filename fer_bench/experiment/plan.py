@@ -101,9 +101,9 @@ def classic_cell_seconds(spec: str, classifier: str, n_train: int, flip: bool = 
         known = [CLASSIC_SECONDS.get(classifier, {}).get(part) for part in parts]
         seconds = sum(known) if all(known) else DEFAULT_CLASSIC_SECONDS
     if candidates is not None and classifier in CLASSIFIERS:
-        grid = 1
-        for values in CLASSIFIERS[classifier].grid.values():
-            grid *= len(values)
+        from .harness import candidate_grid
+
+        grid = len(candidate_grid(classifier, {}, select=True))
         seconds *= (max(1, candidates) + 1) / (grid + 1)
     scale = n_train * (2 if flip else 1) / FER2013_TRAIN
     # Kernel methods grow faster than linearly with the training faces; trees and neighbours about linearly.
