@@ -120,7 +120,7 @@ def test_parameters_are_checked_in_fit_and_prediction_needs_fit():
 
 
 def test_a_classic_model_points_the_linear_kernel_at_the_sift_words_and_saves_and_reloads(tmp_path):
-    assert CLASSIFIERS["local_mkl"].grid == {"linear_weight": [0.2, 0.3, 0.5]}
+    assert CLASSIFIERS["local_mkl"].grid == {"linear_weight": [0.3, 0.5, 0.7]}
     assert make_classifier("local_mkl", {"n_neighbors": 50}).n_neighbors == 50
     X, y = synthetic_faces(140)
     X_val, y_val = synthetic_faces(35, seed=1)
