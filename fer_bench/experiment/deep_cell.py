@@ -174,8 +174,9 @@ def run_deep_cell(
     probabilities = model.predict_proba(test.X)
     predicted = np.argmax(probabilities, axis=1)
     scores = classification_metrics(test.y, predicted, classes)
+    log(f"{name}: {test.name} accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f}; "
+        "timing predictions in a one-thread process")
     timing = time_prediction_isolated(model, test.X)
-    log(f"{name}: {test.name} accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f}")
 
     params = {"arch": arch, "arch_params": model.arch_params, "epochs": epochs, "batch_size": batch_size,
               "tta": tta, **model.training_params_}

@@ -158,6 +158,7 @@ def run_ensemble_cell(dataset, name: str, cells, out_dir, *, log=print) -> dict:
     log(f"{name}: weights {', '.join(f'{w:.2f}' for w in model.weights_)}; {test.name} accuracy "
         f"{scores['accuracy']:.4f} (best member {best_member}: "
         f"{np.mean(member_predictions[best_member] == test.y):.4f}, McNemar p = {versus_best['p_value']:.3g})")
+    log(f"{name}: timing predictions in a one-thread process")
     timing = time_prediction_isolated(model, test.X)
     families = {record["family"] for record in records}
     # An ensemble of CNNs is a deep model (and so is one of classical models, classical): the verdict

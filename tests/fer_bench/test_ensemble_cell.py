@@ -89,6 +89,8 @@ def test_members_are_scored_once_per_model_file_and_faces(kaggle_dir, run_with_t
 
     first_log, first = ensemble("hog__knn,hog__dt", "pair")
     assert first_log.count("scoring") == 4  # two members, on the validation and the test faces
+    # The timing, after the accuracy is known, says what the command is still doing.
+    assert first_log.index("pair: weights") < first_log.index("pair: timing predictions in a one-thread process")
     stored = sorted((out / "predictions" / "members").glob("*.npz"))
     assert len(stored) == 4 and {path.name.split(".")[0] for path in stored} == {"hog__knn", "hog__dt"}
     again_log, again = ensemble("hog__dt,hog__knn", "pair_again")  # the same members, in another order
