@@ -766,7 +766,7 @@ class SumKernelLocalSVM(LocalSVM):
         Random state of PCA and ``SVC``.
     """
 
-    def __init__(self, n_neighbors=500, linear_columns=None, linear_weight=0.3, pca_components=200, C=10.0,
+    def __init__(self, n_neighbors=500, linear_columns=None, linear_weight=0.5, pca_components=200, C=10.0,
                  gamma="scale", batch_size=64, n_jobs=None, random_state=0):
         self.n_neighbors = n_neighbors
         self.linear_columns = linear_columns
