@@ -514,21 +514,36 @@ class SoftmaxCalibrator(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit the temperature on held-out rows ``X`` with labels ``y`` (values of ``estimator.classes_``)."""
+        return self.fit_decisions(self.estimator.decision_function(X), y)
+
+    def fit_decisions(self, scores, y):
+        """Fit the temperature on the estimator's decision values ``scores`` of held-out rows with labels ``y``.
+
+        For a caller that has the decision values already (a local SVM takes
+        minutes to compute them).
+        """
         self.classes_ = np.asarray(self.estimator.classes_)
-        scores = np.asarray(self.estimator.decision_function(X), dtype=np.float64)
+        scores = np.asarray(scores, dtype=np.float64)
         y_index = np.searchsorted(self.classes_, np.asarray(y))
+        if scores.shape != (len(y_index), len(self.classes_)):
+            raise ValueError(f"decision values of shape {scores.shape} for {len(y_index)} rows and "
+                             f"{len(self.classes_)} classes")
         self.temperature_ = _fit_temperature(scores, y_index)
         # The accuracy of the decisions on these rows, which predict() repeats: a caller that
         # fitted on held-out rows need not score them again.
         self.accuracy_ = float(np.mean(np.argmax(scores, axis=1) == y_index))
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities ``(n, n_classes)``."""
+    def proba_from_decisions(self, scores) -> np.ndarray:
+        """:meth:`predict_proba` of rows whose decision values ``scores`` are computed already."""
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "temperature_")
-        return _softmax(np.asarray(self.estimator.decision_function(X), dtype=np.float64) * self.temperature_)
+        return _softmax(np.asarray(scores, dtype=np.float64) * self.temperature_)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)``."""
+        return self.proba_from_decisions(self.estimator.decision_function(X))
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""

@@ -57,6 +57,21 @@ TRUSTED_TYPES = frozenset({
 """Types a classical model file may hold beyond those skops trusts itself (NumPy, SciPy, scikit-learn
 estimators).  Each is a plain data holder: rebuilding it sets attributes and runs none of its methods."""
 
+TTA_MODES = ("none", "flip")
+"""Test-time augmentation of a classical model: none, or each face averaged with its mirror image."""
+
+
+def check_tta(tta) -> str:
+    """A classical model's test-time augmentation as a name of :data:`TTA_MODES`; anything else is an error."""
+    if tta in (None, False):
+        return "none"
+    if tta is True:
+        return "flip"
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {', '.join(TTA_MODES)}")
+    return tta
+
+
 LEGACY_MODULES = {"fer_classic.deploy": "fer_classic.estimators"}
 """Module paths that model files saved by earlier layouts name -> the module that holds those classes now."""
 
@@ -102,6 +117,9 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         Where extracted features are cached (see
         :func:`fer_classic.features.transform_faces`); None caches nothing.  Read
         when features are extracted, like ``n_jobs``; a saved model keeps None.
+    tta : {"none", "flip"}
+        Test-time augmentation: ``"flip"`` averages each face's probabilities
+        with its mirror image's, at twice the cost of a prediction.
     metadata : dict, optional
         Free-form provenance (dataset, split, selection, scores); saved with the model.
     """
@@ -109,12 +127,13 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
     family = "classic"
 
     def __init__(self, features="hog", classifier="svm", *, feature_params=None, classifier_params=None,
-                 classes=FER2013_CLASSES, random_state=0, n_jobs=None, memory=None, metadata=None):
+                 classes=FER2013_CLASSES, tta="none", random_state=0, n_jobs=None, memory=None, metadata=None):
         self.features = features
         self.classifier = classifier
         self.feature_params = feature_params
         self.classifier_params = classifier_params
         self.classes = classes
+        self.tta = tta
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.memory = memory
@@ -122,13 +141,15 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
 
     def __setstate__(self, state):
         # Files saved before the scikit-learn conventions hold ``seed`` for ``random_state``,
-        # ``classes_`` without ``classes``, and no ``memory``.
+        # ``classes_`` without ``classes``, and no ``memory``; files saved before test-time
+        # augmentation hold no ``tta``.
         state = dict(state)
         if "seed" in state:
             state.setdefault("random_state", state.pop("seed"))
         if "classes_" in state:
             state.setdefault("classes", state["classes_"])
         state.setdefault("memory", None)
+        state.setdefault("tta", "none")
         super().__setstate__(state)
 
     # ------------------------------------------------------------------ fitting
@@ -148,13 +169,16 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
             Labels, as names in ``classes`` or integer indices.
         validation : tuple (X_val, y_val), optional
             Held-out faces used to calibrate probabilities of classifiers that
-            have no ``predict_proba`` of their own (SVMs).  Without it they are
-            calibrated on the training faces.  Such a classifier's accuracy on
-            the validation faces is kept as ``validation_accuracy_`` (None for
-            the others, and without ``validation``), and :meth:`score` of
-            those faces and labels returns it without a second pass.
+            have no ``predict_proba`` of their own (SVMs); with ``tta="flip"``,
+            their mirror images too.  Without it they are calibrated on the
+            training faces.  Such a classifier's accuracy on the validation
+            faces (as :meth:`predict` labels them, test-time augmentation
+            included) is kept as ``validation_accuracy_`` (None for the others,
+            and without ``validation``), and :meth:`score` of those faces and
+            labels returns it without a second pass.
         """
         check_features_for_classifier(self.features, self.feature_params, self.classifier)
+        tta = check_tta(self.tta)
         classes = tuple(self.classes)
         X = np.asarray(X)
         y = encode_labels(y, classes)
@@ -175,14 +199,20 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
             # Probabilities from the decision values at one fitted temperature: their argmax is
             # the classifier's own decision.  Fitted on the validation faces when given (the
             # training faces' decision values are overconfident).
+            # With test-time augmentation, one temperature is fitted on the faces and their mirror images.
             if validation is not None:
-                F_cal, y_cal = self._features(np.asarray(validation[0])), encode_labels(validation[1], classes)
+                X_cal, y_cal = np.asarray(validation[0]), encode_labels(validation[1], classes)
+                blocks = [self._features(view) for view in self._views(X_cal, tta)]
             else:
-                F_cal, y_cal = F, y
-            self.calibrator_ = SoftmaxCalibrator(self.estimator_).fit(F_cal, y_cal)
+                blocks, y_cal = [F], y
+            scores = [np.asarray(self.estimator_.decision_function(block), dtype=np.float64) for block in blocks]
+            self.calibrator_ = SoftmaxCalibrator(self.estimator_).fit_decisions(np.concatenate(scores),
+                                                                                np.tile(y_cal, len(scores)))
             if validation is not None:
-                self.validation_accuracy_ = self.calibrator_.accuracy_
-                self.validation_digest_ = _scored_digest(validation[0], y_cal)
+                proba = sum(self.calibrator_.proba_from_decisions(block) for block in scores) / len(scores)
+                predicted = self.calibrator_.classes_[np.argmax(proba, axis=1)]
+                self.validation_accuracy_ = float(np.mean(predicted == y_cal))
+                self.validation_digest_ = _scored_digest(validation[0], y_cal, tta)
         self.n_train_ = len(y)
         return self
 
@@ -191,6 +221,13 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
 
     def _features(self, X) -> np.ndarray:
         return transform_faces(self.extractor_, X, memory=getattr(self, "memory", None), n_jobs=self.n_jobs)
+
+    @staticmethod
+    def _views(X, tta: str):
+        """The views of faces ``X`` a prediction averages: the faces, and with ``"flip"`` their mirror images."""
+        yield X
+        if tta == "flip":
+            yield np.ascontiguousarray(X[:, :, ::-1])
 
     # ------------------------------------------------------------------ predicting
 
@@ -202,23 +239,28 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Label names of faces ``X``: the most probable class of :meth:`predict_proba`.
 
-        That is the classifier's own decision too (see
-        :class:`fer_classic.estimators.SoftmaxCalibrator`).  Models saved in
-        format version 1 calibrated SVMs per class, whose argmax differs from
-        the SVM's decision; for them the SVM's decision is returned, as when
-        they were scored.
+        Without test-time augmentation that is the classifier's own decision
+        too (see :class:`fer_classic.estimators.SoftmaxCalibrator`).  Models
+        saved in format version 1 calibrated SVMs per class, whose argmax
+        differs from the SVM's decision; for them the SVM's decision is
+        returned, as when they were scored.
         """
         self._check_fitted()
-        F = self.transform(X)
         calibrator = getattr(self, "calibrator_", None)
-        if calibrator is not None and not isinstance(calibrator, SoftmaxCalibrator):
-            return np.asarray(self.classes_)[self.estimator_.predict(F)]
-        return np.asarray(self.classes_)[np.argmax(self._proba(F), axis=1)]
+        if check_tta(self.tta) == "none" and calibrator is not None and not isinstance(calibrator, SoftmaxCalibrator):
+            return np.asarray(self.classes_)[self.estimator_.predict(self.transform(X))]
+        return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities (n, k), columns in ``classes_`` order."""
+        """Class probabilities (n, k), columns in ``classes_`` order.
+
+        With ``tta="flip"``, the average of each face's and its mirror image's.
+        """
         self._check_fitted()
-        return self._proba(self.transform(X))
+        X = np.asarray(X)
+        tta = check_tta(self.tta)
+        probabilities = [self._proba(self._features(view)) for view in self._views(X, tta)]
+        return sum(probabilities) / len(probabilities)
 
     def _proba(self, F) -> np.ndarray:
         source = self.calibrator_ if self.calibrator_ is not None else self.estimator_
@@ -236,7 +278,8 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         kept = getattr(self, "validation_accuracy_", None)
         # The validation faces of fit were scored by its calibration pass (selection scores them again:
         # for a local SVM that is minutes a candidate).
-        if kept is not None and sample_weight is None and _scored_digest(X, y) == self.validation_digest_:
+        if (kept is not None and sample_weight is None
+                and _scored_digest(X, y, check_tta(self.tta)) == self.validation_digest_):
             return kept
         predicted = encode_labels(self.predict(X), self.classes_)
         return float(accuracy_score(y, predicted, sample_weight=sample_weight))
@@ -292,7 +335,8 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         return payload["model"]
 
     def __repr__(self, N_CHAR_MAX=700) -> str:
-        return f"ClassicModel(features={self.features!r}, classifier={self.classifier!r})"
+        tta = "" if check_tta(self.tta) == "none" else f", tta={self.tta!r}"
+        return f"ClassicModel(features={self.features!r}, classifier={self.classifier!r}{tta})"
 
 
 def _fit_pca_to_data(estimator, n_samples: int, n_features: int) -> None:
@@ -309,12 +353,14 @@ def _fit_pca_to_data(estimator, n_samples: int, n_features: int) -> None:
             step.set_params(n_components=limit)
 
 
-def _scored_digest(X, y_index) -> str:
-    """SHA-256 of faces ``X`` and their label indices: which faces a kept accuracy was measured on."""
+def _scored_digest(X, y_index, tta: str = "none") -> str:
+    """SHA-256 of faces ``X`` and their label indices, and the test-time augmentation: how a kept accuracy was
+    measured."""
     from .sift import faces_digest
 
     labels = np.ascontiguousarray(y_index, dtype=np.int64)
-    return faces_digest(X) + hashlib.sha256(memoryview(labels).cast("B")).hexdigest()
+    digest = faces_digest(X) + hashlib.sha256(memoryview(labels).cast("B")).hexdigest()
+    return digest if tta == "none" else f"{digest}:{tta}"
 
 
 def check_features_for_classifier(features: str, feature_params, classifier: str) -> None:

@@ -106,7 +106,7 @@ def test_a_file_saved_with_seed_loads_with_random_state(faces, tmp_path):
     fitted = ClassicModel("hog", "knn").fit(X, y)
     old = clone(fitted).fit(X, y)
     old.__dict__["seed"] = old.__dict__.pop("random_state")
-    del old.__dict__["classes"], old.__dict__["memory"]
+    del old.__dict__["classes"], old.__dict__["memory"], old.__dict__["tta"]
     import skops.io
 
     from fer_classic.model import library_versions
@@ -115,7 +115,7 @@ def test_a_file_saved_with_seed_loads_with_random_state(faces, tmp_path):
                    "versions": library_versions(), "model": old}, tmp_path / "old.skops")
     assert '"seed"' in zipfile.ZipFile(tmp_path / "old.skops").read("schema.json").decode()
     loaded = ClassicModel.load(tmp_path / "old.skops")
-    assert loaded.random_state == 0 and loaded.classes == CLASSES and loaded.memory is None
+    assert loaded.random_state == 0 and loaded.classes == CLASSES and loaded.memory is None and loaded.tta == "none"
     assert "seed" not in loaded.__dict__
     np.testing.assert_array_equal(loaded.predict_proba(X_test), fitted.predict_proba(X_test))
 
@@ -134,6 +134,40 @@ def test_save_load_round_trip_in_a_fresh_process(faces, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "synthetic"
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), model.predict_proba(X_test))
+
+
+@pytest.mark.parametrize("classifier", ["svm", "knn"])
+def test_flip_tta_averages_each_face_with_its_mirror_image(faces, classifier):
+    (X, y), (X_val, y_val) = faces
+    model = ClassicModel("hog", classifier, tta="flip").fit(X, y, validation=(X_val, y_val))
+    # Faces unlike their mirror images: the left half of one class's face beside the right half of another's.
+    halves = np.concatenate([X_val[:, :, :24], np.roll(X_val, 3, axis=0)[:, :, 24:]], axis=2)
+    mirrored = halves[:, :, ::-1]
+    proba = model.predict_proba(halves)
+    # A face and its mirror image get the same probabilities, the mean of the two views'.
+    np.testing.assert_allclose(model.predict_proba(mirrored), proba, rtol=1e-10)
+    plain = clone(model).set_params(tta="none")
+    plain.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    np.testing.assert_allclose(proba, (plain.predict_proba(halves) + plain.predict_proba(mirrored)) / 2, rtol=1e-10)
+    assert not np.allclose(plain.predict_proba(halves), proba)
+    np.testing.assert_array_equal(model.predict(halves), np.asarray(CLASSES)[proba.argmax(axis=1)])
+    proba = model.predict_proba(X_val)
+    # The kept validation accuracy is that of the averaged probabilities; switching tta off scores anew.
+    accuracy = np.mean(proba.argmax(axis=1) == y_val)
+    assert model.score(X_val, y_val) == pytest.approx(accuracy)
+    assert plain.score(X_val, y_val) == pytest.approx(np.mean(plain.predict_proba(X_val).argmax(axis=1) == y_val))
+    if classifier == "svm":
+        assert model.validation_accuracy_ == pytest.approx(accuracy)
+
+
+def test_tta_is_saved_with_the_model_and_checked(faces, tmp_path):
+    (X, y), (X_test, _) = faces
+    model = ClassicModel("lbp", "svm", tta="flip").fit(X, y)
+    loaded = ClassicModel.load(model.save(tmp_path / "m.skops"))
+    assert loaded.tta == "flip" and "tta='flip'" in repr(loaded)
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), model.predict_proba(X_test))
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'ten_crop'; choose from none, flip"):
+        ClassicModel("lbp", "svm", tta="ten_crop").fit(X, y)
 
 
 def test_loading_something_that_is_not_a_model(tmp_path):
