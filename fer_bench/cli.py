@@ -385,6 +385,10 @@ def list_registries():
                    "[default: the preset's; full selects, quick does not].")
 @click.option("--flip/--no-flip", default=False, show_default=True,
               help="Add horizontally mirrored copies of the training faces.")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="Test-time augmentation of the classical cells: flip averages each face with its mirror image "
+                   "when selecting, scoring and in the saved model (twice the prediction cost; cells named "
+                   "...__tta_flip).  For CNNs: train-cnn --tta.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="CNN training epochs [default: the preset's; full: per architecture].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="CNN batch size [default: 64].")
@@ -393,7 +397,7 @@ def list_registries():
               help="Write records.json/.csv, report.md and report.html into --out after the sweep.")
 @dask_options
 def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_dir, seed, params, feature_params,
-        select, flip, epochs, batch_size, force, write_report, dask_address, scatter):
+        select, flip, tta, epochs, batch_size, force, write_report, dask_address, scatter):
     """Train, select on the validation split and score on the test split; write records, models and a report.
 
     Every (features, classifier) pair is one cell, every CNN another.  A
@@ -420,6 +424,7 @@ def run(run_all, features, classifier, cnns, preset, data_path, out_dir, cache_d
             feature_params=feature_param_dict,
             select=select,
             flip=flip,
+            tta=tta,
             epochs=epochs,
             batch_size=batch_size,
             force=force,

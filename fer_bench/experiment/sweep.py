@@ -217,9 +217,13 @@ def relative_paths(record: dict, out_dir) -> dict:
     return record
 
 
-def cell_config(dataset, features, classifier, *, feature_params, classifier_params, select, flip, seed) -> dict:
-    """The settings that decide a classical cell's result; a finished record with equal settings is reused."""
-    return {
+def cell_config(dataset, features, classifier, *, feature_params, classifier_params, select, flip, seed,
+                tta="none") -> dict:
+    """The settings that decide a classical cell's result; a finished record with equal settings is reused.
+
+    ``tta`` is among them only when it is not ``"none"``, so records written before it existed are reused.
+    """
+    config = {
         "dataset_key": dataset.content_key,
         "features": features,
         "feature_params": feature_params,
@@ -229,6 +233,9 @@ def cell_config(dataset, features, classifier, *, feature_params, classifier_par
         "flip": flip,
         "seed": seed,
     }
+    if tta != "none":
+        config["tta"] = tta
+    return config
 
 
 def resolved_classic_settings(spec: str, classifier: str, feature_params: dict) -> dict:
@@ -341,7 +348,8 @@ class Cell:
 
 
 def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset, seed, classifier_params,
-               feature_params, select, flip, epochs, batch_size, train_params, cache, ensembles=False) -> list:
+               feature_params, select, flip, epochs, batch_size, train_params, cache, ensembles=False,
+               tta="none") -> list:
     """The sweep's cells in order: classical (features x classifiers), then CNNs, then (with ``ensembles``)
     the ensemble of the CNNs and the fusion of the best classical cell with them."""
     from .plan import classic_cell_seconds, cnn_cell_seconds
@@ -349,16 +357,16 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
     cells = []
     for spec in features:
         for classifier in classifiers:
-            name = cell_id(spec, classifier, flip)
+            name = cell_id(spec, classifier, flip, tta)
             relevant = {k: v for k, v in feature_params.items() if k in spec.split("+")}
             config = cell_config(dataset, spec, classifier, feature_params=relevant,
-                                 classifier_params=classifier_params, select=select, flip=flip, seed=seed)
+                                 classifier_params=classifier_params, select=select, flip=flip, seed=seed, tta=tta)
             config["resolved"] = resolved_classic_settings(spec, classifier, relevant)
             config = json.loads(json.dumps(config, default=str))  # as it reads back from the record
 
             task = CellTask(run_classic_cell, (spec, classifier),
                             {"feature_params": relevant, "classifier_params": classifier_params, "select": select,
-                             "flip": flip, "seed": seed}, uses_cache=True)
+                             "flip": flip, "tta": tta, "seed": seed}, uses_cache=True)
 
             def run(cell_log, task=task):
                 return task(dataset, out_dir, cache, cell_log)
@@ -366,7 +374,8 @@ def plan_cells(dataset, *, features, classifiers, cnns, out_dir, preset: Preset,
             cells.append(Cell(name, "classic", config, run,
                               {"dataset": dataset.name, "features": spec, "classifier": classifier},
                               classic_cell_seconds(spec, classifier, len(dataset.train), flip,
-                                                   len(candidate_grid(classifier, classifier_params or {}, select))),
+                                                   len(candidate_grid(classifier, classifier_params or {}, select)),
+                                                   tta=tta),
                               task))
     for arch in cnns:
         arch = run_folder_arch(arch, out_dir)  # cnn-seed in a folder written before the tutorial net's rename
@@ -437,6 +446,7 @@ def run_sweep(
     feature_params=None,
     select=None,
     flip=False,
+    tta="none",
     epochs=None,
     batch_size=None,
     train_params=None,
@@ -470,6 +480,9 @@ def run_sweep(
         Hyperparameter selection on the validation split (default: the preset's).
     flip : bool
         Add mirrored training faces (classical cells).
+    tta : {"none", "flip"}
+        Classical cells' test-time augmentation: ``"flip"`` averages each validation and test face with its
+        mirror image, and the saved models keep doing so.
     epochs, batch_size : int, optional
         Override the preset's CNN epochs and batch size.
     train_params : dict, optional
@@ -514,7 +527,8 @@ def run_sweep(
     cells = plan_cells(dataset, features=list(features), classifiers=list(classifiers), cnns=list(cnns),
                        out_dir=out_dir, preset=preset, seed=seed, classifier_params=classifier_params,
                        feature_params=feature_params, select=select, flip=flip, epochs=epochs,
-                       batch_size=batch_size, train_params=train_params, cache=cache, ensembles=ensembles)
+                       batch_size=batch_size, train_params=train_params, cache=cache, ensembles=ensembles,
+                       tta=tta)
     from .plan import TimeLeft, clock, feature_seconds
 
     for cell in cells:  # before anything reads them: a damaged record is never replaced silently
@@ -525,7 +539,8 @@ def run_sweep(
         cells, todo = calibrated(cells, todo, log)
     classic_todo = [cell.name for cell in todo if cell.family == "classic"]
     extraction = feature_seconds([c.describe["features"] for c in todo if c.family == "classic"],
-                                 len(dataset.train) * (2 if flip else 1) + len(dataset.val) + len(dataset.test)
+                                 len(dataset.train) * (2 if flip else 1)
+                                 + (len(dataset.val) + len(dataset.test)) * (1 if tta == "none" else 2)
                                  ) if classic_todo else 0.0
     counts = {family: sum(cell.family == family for cell in todo) for family in ("classic", "deep", "ensemble")}
     log(f"plan: {len(cells)} cells, {len(todo)} to run ({counts['classic']} classical, {counts['deep']} CNN, "

@@ -65,6 +65,7 @@ def test_cache_key_spells_out_defaults():
 def test_cell_ids():
     assert cell_id("HOG+lbp", "svm") == "hog+lbp__svm"
     assert cell_id("hog", "svm", flip=True) == "hog__svm__flip"
+    assert cell_id("hog", "svm", flip=True, tta="flip") == "hog__svm__flip__tta_flip"
 
 
 def test_flip_faces_mirrors_columns():
@@ -136,6 +137,32 @@ def test_classic_cell_selects_on_validation_and_scores_on_test(kaggle_dir, tmp_p
     assert model.n_jobs is None and model.memory is None and model.random_state == 0
     np.testing.assert_array_equal(model.predict(dataset.test.X), np.asarray(dataset.classes)[predictions["y_pred"]])
     assert json.loads((tmp_path / "records" / "hog__dt__flip.json").read_text())["accuracy"] == record["accuracy"]
+
+
+def test_a_cell_with_flip_tta_selects_and_scores_each_face_with_its_mirror_image(kaggle_dir, tmp_path):
+    from fer_bench.data import load_dataset
+
+    dataset = load_dataset(kaggle_dir, cache_dir=False)
+    messages = []
+    record = run_classic_cell(dataset, "hog", "svm", tmp_path, tta="flip", cache=tmp_path / "c",
+                              log=messages.append)
+    name = "hog__svm__tta_flip"
+    assert record["cell"] == name and record["tta"] == "flip" and len(record["selection"]) == 2
+    n_val, n_test = len(dataset.val), len(dataset.test)
+    assert f"{name}: PublicTest mirrored: extracting hog of {n_val} faces" in messages
+    assert any(m.startswith(f"{name}: note: test-time flipping without mirrored training faces (--flip)")
+               for m in messages)
+    assert f"{name}: scoring PrivateTest ({n_test} faces, and their mirror images)" in messages
+    model = ClassicModel.load(record["model_path"])
+    assert model.tta == "flip" and model.metadata["tta"] == "flip"
+    plain = ClassicModel.load(record["model_path"]).set_params(tta="none")
+    predictions = load_predictions(record["predictions_path"])
+    averaged = (plain.predict_proba(dataset.test.X) + plain.predict_proba(dataset.test.X[:, :, ::-1])) / 2
+    np.testing.assert_allclose(predictions["proba"], averaged, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(dataset.test.X), np.asarray(dataset.classes)[predictions["y_pred"]])
+    # The validation accuracy selected on is the averaged one, as a fresh pass of the saved model finds it.
+    fresh = np.mean(model.predict_proba(dataset.val.X).argmax(axis=1) == dataset.val.y)
+    assert record["validation_accuracy"] == pytest.approx(fresh)
 
 
 def test_an_svm_scores_the_validation_faces_once_per_fit_in_its_calibration_pass(kaggle_dir, tmp_path, monkeypatch):

@@ -51,6 +51,13 @@ def test_a_classical_cell_is_estimated_by_the_settings_it_tries():
     assert 580 <= extraction <= 2 * 580
 
 
+def test_flip_tta_doubles_the_estimate_of_classifiers_that_spend_their_time_predicting():
+    args = ("sift_words+hog+lbp+landmarks", "local_mkl", plan.FER2013_TRAIN)
+    assert plan.classic_cell_seconds(*args, flip=True, tta="flip") == 2 * plan.classic_cell_seconds(*args, flip=True)
+    svm = ("hog", "svm", plan.FER2013_TRAIN)
+    assert plan.classic_cell_seconds(*svm, tta="flip") == plan.classic_cell_seconds(*svm)
+
+
 def test_time_left_is_rescaled_by_how_long_finished_cells_took():
     left = plan.TimeLeft([100.0, 200.0, 300.0])
     assert left.seconds() == 600.0

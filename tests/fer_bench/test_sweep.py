@@ -113,6 +113,28 @@ def test_real_classic_cells_then_resume_skips_them(tmp_path, monkeypatch):
     assert [args[2] for args in ran] == ["knn", "dt"]
 
 
+def test_cli_run_with_flip_tta_makes_cells_of_their_own_beside_the_plain_ones(tmp_path):
+    data = write_kaggle_layout(tmp_path / "fer2013", per_class=3)
+    out = tmp_path / "run"
+    args = ["run", "--features", "hog", "--classifier", "knn", "--no-select", "--data", str(data), "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache")]
+    plain = CliRunner().invoke(cli, args)
+    assert plain.exit_code == 0, plain.output
+    augmented = CliRunner().invoke(cli, args + ["--tta", "flip"])
+    assert augmented.exit_code == 0, augmented.output
+    assert "finished earlier" not in augmented.stderr
+    record = json.loads((out / "records" / "hog__knn__tta_flip.json").read_text())
+    assert record["tta"] == "flip" and record["config"]["tta"] == "flip"
+    assert "tta" not in json.loads((out / "records" / "hog__knn.json").read_text())["config"]
+    assert (out / "models" / "hog__knn__tta_flip.skops").is_file() and (out / "models" / "hog__knn.skops").is_file()
+    # Each is reused on a rerun with its own setting.
+    for extra in ([], ["--tta", "flip"]):
+        again = CliRunner().invoke(cli, args + extra)
+        assert again.exit_code == 0 and again.stderr.count("finished earlier, skipped") == 1
+    bad = CliRunner().invoke(cli, args + ["--tta", "ten_crop"])
+    assert bad.exit_code == 1 and "Invalid value for '--tta': 'ten_crop' is not one of 'none', 'flip'" in bad.output
+
+
 def test_failed_cell_becomes_error_record_and_is_retried(tmp_path, calls):
     dataset = synthetic_dataset()
     records = sweep.run_sweep(dataset=dataset, features=["hog"], classifiers=["dt", "knn"], out_dir=tmp_path,
