@@ -388,7 +388,7 @@ def list_registries():
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
               help="Test-time augmentation of the classical cells: flip averages each face with its mirror image "
                    "when selecting, scoring and in the saved model (twice the prediction cost; cells named "
-                   "...__tta_flip).  For CNNs: train-cnn --tta.")
+                   "...__tta_flip).  For CNNs: train cnn --tta.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="CNN training epochs [default: the preset's; full: per architecture].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="CNN batch size [default: 64].")
