@@ -37,6 +37,11 @@ MAX_IMAGE_PIXELS = 150_000_000
 Its header is read first; a larger image is refused with a message instead of decoded."""
 
 
+def flip_faces(X: np.ndarray) -> np.ndarray:
+    """Horizontal mirror images of faces ``(n, h, w)``."""
+    return np.ascontiguousarray(X[:, :, ::-1])
+
+
 def encode_labels(y, classes) -> np.ndarray:
     """Labels given as names or as integer indices -> integer indices into ``classes``.
 

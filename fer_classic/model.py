@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from fer_bench import _core
-from fer_bench._core import FER2013_CLASSES, encode_labels
+from fer_bench._core import FER2013_CLASSES, encode_labels, flip_faces
 
 from .classifiers import check_classifier_name, make_classifier
 from .estimators import SoftmaxCalibrator, VectorizedSVC
@@ -227,7 +227,7 @@ class ClassicModel(ClassifierMixin, BaseEstimator):
         """The views of faces ``X`` a prediction averages: the faces, and with ``"flip"`` their mirror images."""
         yield X
         if tta == "flip":
-            yield np.ascontiguousarray(X[:, :, ::-1])
+            yield flip_faces(X)
 
     # ------------------------------------------------------------------ predicting
 

@@ -33,7 +33,7 @@ from fer_classic.classifiers import check_classifier_name
 from fer_classic.features import feature_parts, parse_feature_spec, transform_faces
 from fer_classic.model import MODEL_SUFFIX, ClassicModel, check_features_for_classifier, check_tta, library_versions
 
-from .._core import replacing, writable_cache_folder, write_json_atomic
+from .._core import flip_faces, replacing, writable_cache_folder, write_json_atomic
 from ..metrics import classification_metrics
 from ..workers import call_interruptibly
 
@@ -57,11 +57,6 @@ def cell_id(features: str, classifier: str, flip: bool = False, tta: str = "none
     ``__tta_flip`` with mirrored test faces averaged in)."""
     return (f"{'+'.join(parse_feature_spec(features))}__{classifier}" + ("__flip" if flip else "")
             + ("" if tta == "none" else f"__tta_{tta}"))
-
-
-def flip_faces(X: np.ndarray) -> np.ndarray:
-    """Horizontal mirror images of faces ``(n, h, w)``."""
-    return np.ascontiguousarray(X[:, :, ::-1])
 
 
 def candidate_grid(classifier: str, fixed: dict, select: bool) -> list:
