@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from .estimators import LocalSVM, SumKernelLocalSVM, make_ls_svm
+from .estimators import LocalSVM, SumKernelLinearSVM, SumKernelLocalSVM, make_ls_svm
 
 
 def _reduce(pca_components, seed, whiten=False):
@@ -115,6 +115,13 @@ def make_local_mkl(*, n_neighbors=500, linear_weight=0.5, C=10.0, pca_components
                              pca_components=pca_components, n_jobs=n_jobs, random_state=seed)
 
 
+def make_global_mkl(*, linear_weight=0.5, C=1.0, n_components=2000, pca_components=200, seed=0):
+    """One linear SVM on a Nystroem map of ``local_mkl``'s summed kernel
+    (:class:`fer_classic.estimators.SumKernelLinearSVM`): the global model beside the local one."""
+    return SumKernelLinearSVM(linear_weight=linear_weight, C=C, n_components=n_components,
+                              pca_components=pca_components, random_state=seed)
+
+
 @dataclass(frozen=True)
 class ClassifierSpec:
     """One registry entry.
@@ -203,6 +210,9 @@ CLASSIFIERS = {
                                 "the other features (multiple kernel learning)",
                                 {"linear_weight": [0.3, 0.5, 0.7]}, class_weight=False, grid_parallel=False,
                                 face_counts={"n_neighbors": False, "pca_components": False}, needs_words=True),
+    "global_mkl": ClassifierSpec(make_global_mkl, "a linear SVM on a Nystroem map of local_mkl's summed kernel "
+                                 "(its global counterpart)", {"C": [0.3, 1.0]}, class_weight=False,
+                                 face_counts={"n_components": False, "pca_components": False}, needs_words=True),
 }
 """Classifier name -> :class:`ClassifierSpec`."""
 

@@ -46,6 +46,7 @@ TRUSTED_TYPES = frozenset({
     "fer_classic.estimators.SoftmaxCalibrator",
     "fer_classic.estimators.LocalSVM",
     "fer_classic.estimators.SumKernelLocalSVM",
+    "fer_classic.estimators.SumKernelLinearSVM",
     "sklearn.tree._tree.Tree",
     # The sparse bag-of-words rows of a local_mkl model; skops writes and reads them with SciPy's save_npz /
     # load_npz, which refuse pickled objects.

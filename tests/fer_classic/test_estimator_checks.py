@@ -23,7 +23,7 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from fer_classic.estimators import FixedSizeLSSVM, SoftmaxCalibrator, SumKernelLocalSVM
+from fer_classic.estimators import FixedSizeLSSVM, SoftmaxCalibrator, SumKernelLinearSVM, SumKernelLocalSVM
 from fer_classic.features import FEATURES
 from conftest import synthetic_faces
 
@@ -74,6 +74,12 @@ def test_softmax_calibrator_api(check):
                                    check_parameters_default_constructible])
 def test_sum_kernel_local_svm_api(check):
     check("SumKernelLocalSVM", SumKernelLocalSVM())
+
+
+@pytest.mark.parametrize("check", [check_no_attributes_set_in_init, check_get_params_invariance, check_set_params,
+                                   check_parameters_default_constructible])
+def test_sum_kernel_linear_svm_api(check):
+    check("SumKernelLinearSVM", SumKernelLinearSVM())
 
 
 def test_softmax_calibrator_fits_clones_and_refuses_to_predict_unfitted():

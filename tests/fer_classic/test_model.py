@@ -21,8 +21,9 @@ def faces():
 @pytest.mark.parametrize("classifier", list(CLASSIFIERS))
 def test_every_classifier_learns_the_synthetic_classes(faces, classifier):
     (X, y), (X_test, y_test) = faces
-    if CLASSIFIERS[classifier].needs_words:  # local_mkl: a small sparse bag of words beside hog
-        model = ClassicModel("sift_words+hog", classifier, classifier_params={"n_neighbors": 60},
+    if CLASSIFIERS[classifier].needs_words:  # local_mkl, global_mkl: a small sparse bag of words beside hog
+        params = {"n_neighbors": 60} if "n_neighbors" in CLASSIFIERS[classifier].defaults() else {}
+        model = ClassicModel("sift_words+hog", classifier, classifier_params=params,
                              feature_params={"sift_words": {"vocabulary_size": 40, "fit_descriptors": 20_000,
                                                             "step": 4}})
     else:
