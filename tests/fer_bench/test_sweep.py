@@ -282,7 +282,8 @@ def test_cells_to_run():
     assert cells_to_run(False, None, None, "tutorial") == ([], [], ["tutorial"])
     features, classifiers, cnns = cells_to_run(True, None, None, None)
     assert features == list(sweep.FEATURE_SETS) == ["lbp", "hog", "landmarks", "hog+lbp+landmarks"]
-    every = [name for name in CLASSIFIERS if name != "local_mkl"]  # it needs sift_words, which --all leaves out
+    # local_mkl and global_mkl need sift_words, which --all leaves out
+    every = [name for name in CLASSIFIERS if name not in ("local_mkl", "global_mkl")]
     assert classifiers == every and cnns == sweep.preset_networks("full") and cnns
     assert "vgg" not in cnns and "vgg" in cells_to_run(True, None, None, None, "accelerator")[2]
     assert cells_to_run(True, "hog", None, "tutorial") == (["hog"], every, ["tutorial"])
