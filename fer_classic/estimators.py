@@ -571,6 +571,11 @@ def _check_local_params(estimator) -> None:
     """The checks of ``n_neighbors``, ``C`` and ``gamma`` that every local SVM makes."""
     if int(estimator.n_neighbors) < 2:
         raise ValueError(f"n_neighbors={estimator.n_neighbors}; must be at least 2")
+    _check_svm_params(estimator)
+
+
+def _check_svm_params(estimator) -> None:
+    """The checks of ``C`` and ``gamma`` of an RBF SVM's parameters."""
     if float(estimator.C) <= 0:
         raise ValueError(f"C={estimator.C}; must be positive")
     if not (estimator.gamma == "scale" or (isinstance(estimator.gamma, (int, float)) and estimator.gamma > 0)):
@@ -744,6 +749,12 @@ class _SumKernelFactors:
     ``linear_weight``, ``pca_components``, ``gamma`` and ``random_state``.
     """
 
+    def _check_factor_params(self):
+        if not 0 <= float(self.linear_weight) <= 1:
+            raise ValueError(f"linear_weight={self.linear_weight}; give a weight from 0 to 1")
+        if self.pca_components is not None and int(self.pca_components) < 1:
+            raise ValueError(f"pca_components={self.pca_components}; give a positive number or None")
+
     def _split(self, X):
         """``(linear block as CSR float32 or None, other columns as a dense float64 array or None)``."""
         import scipy.sparse as sp
@@ -874,10 +885,7 @@ class SumKernelLocalSVM(_SumKernelFactors, LocalSVM):
 
     def _validate_params_values(self):
         _check_local_params(self)
-        if not 0 <= float(self.linear_weight) <= 1:
-            raise ValueError(f"linear_weight={self.linear_weight}; give a weight from 0 to 1")
-        if self.pca_components is not None and int(self.pca_components) < 1:
-            raise ValueError(f"pca_components={self.pca_components}; give a positive number or None")
+        self._check_factor_params()
 
     def fit(self, X, y):
         """Store the training rows' kernel factors: the unit linear block and the RBF components."""
@@ -1020,16 +1028,10 @@ class SumKernelLinearSVM(_SumKernelFactors, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _validate_params_values(self):
-        if not 0 <= float(self.linear_weight) <= 1:
-            raise ValueError(f"linear_weight={self.linear_weight}; give a weight from 0 to 1")
-        if self.pca_components is not None and int(self.pca_components) < 1:
-            raise ValueError(f"pca_components={self.pca_components}; give a positive number or None")
+        _check_svm_params(self)
+        self._check_factor_params()
         if int(self.n_components) < 1:
             raise ValueError(f"n_components={self.n_components}; give a positive number")
-        if float(self.C) <= 0:
-            raise ValueError(f"C={self.C}; must be positive")
-        if not (self.gamma == "scale" or (isinstance(self.gamma, (int, float)) and self.gamma > 0)):
-            raise ValueError(f"gamma={self.gamma!r}; give 'scale' or a positive number")
 
     def _design(self, unit, Z):
         """The mapped rows, as CSR float32: the weighted unit linear block beside the weighted Nystroem map."""
