@@ -212,8 +212,8 @@ CLASSIFIERS = {
                                 face_counts={"n_neighbors": False, "pca_components": False}, needs_words=True),
     # The global counterpart of local_mkl, for an ensemble with it.  The cell sift_words+hog+lbp+landmarks__global_mkl__flip:
     # PublicTest C=0.3 58.09%, C=1 58.26% (PrivateTest 59.21%); in a scratch run on the same kernel factors C=0.1 gave
-    # 55.92%.  Each fit peaked at 10.5 GB (the map of 57,418 faces in float32 and liblinear's float64 copy), so the
-    # grid runs one setting after another: two side by side took 21.5 GB.
+    # 55.92%.  Each fit's process peaked at 10.5 GB (57,418 faces), so the grid runs one setting after another: two
+    # side by side took 21.5 GB.
     "global_mkl": ClassifierSpec(make_global_mkl, "a linear SVM on a Nystroem map of local_mkl's summed kernel "
                                  "(its global counterpart)", {"C": [0.3, 1.0]}, class_weight=False, grid_parallel=False,
                                  face_counts={"n_components": False, "pca_components": False}, needs_words=True),

@@ -781,8 +781,8 @@ class _SumKernelFactors:
                              dtype=np.float32)
 
     def _fit_factors(self, X, y):
-        """Check ``X, y``, fit the scaler, PCA and RBF width; set ``classes_``, ``y_fit_``, ``weights_``;
-        return the training rows' factors ``(unit linear block or None, RBF components or None)``."""
+        """Check ``X, y``, fit the scaler, PCA and RBF width; set ``classes_`` and ``weights_``; return the
+        training rows' factors and labels ``(unit linear block or None, RBF components or None, label indices)``."""
         from sklearn.decomposition import PCA
         from sklearn.preprocessing import StandardScaler
         from sklearn.utils.multiclass import check_classification_targets
@@ -810,8 +810,7 @@ class _SumKernelFactors:
                 else float(self.gamma)
             Z = np.ascontiguousarray(Z, dtype=np.float32)
         self.weights_ = (float(self.linear_weight) if other is not None else 1.0) if linear is not None else 0.0
-        self.y_fit_ = y_index.astype(np.int64)
-        return unit, Z
+        return unit, Z, y_index.astype(np.int64)
 
     def _factors(self, X):
         """The kernel factors of rows ``X``, as ``fit`` stores them for the training rows."""
@@ -889,7 +888,7 @@ class SumKernelLocalSVM(_SumKernelFactors, LocalSVM):
 
     def fit(self, X, y):
         """Store the training rows' kernel factors: the unit linear block and the RBF components."""
-        self.linear_fit_, self.Z_fit_ = self._fit_factors(X, y)
+        self.linear_fit_, self.Z_fit_, self.y_fit_ = self._fit_factors(X, y)
         self.n_fit_ = len(self.y_fit_)
         return self
 
@@ -1050,7 +1049,7 @@ class SumKernelLinearSVM(_SumKernelFactors, ClassifierMixin, BaseEstimator):
         from sklearn.kernel_approximation import Nystroem
         from sklearn.svm import LinearSVC
 
-        unit, Z = self._fit_factors(X, y)
+        unit, Z, y_index = self._fit_factors(X, y)
         self.nystroem_ = None
         if Z is not None and self.weights_ < 1:
             self.nystroem_ = Nystroem(kernel="rbf", gamma=self.gamma_, n_components=min(int(self.n_components), len(Z)),
@@ -1058,8 +1057,7 @@ class SumKernelLinearSVM(_SumKernelFactors, ClassifierMixin, BaseEstimator):
             # float32 halves the file; the map's values are kept in float32 anyway.
             self.nystroem_.normalization_ = self.nystroem_.normalization_.astype(np.float32)
         self.svm_ = LinearSVC(C=self.C, dual=True, max_iter=int(self.max_iter),
-                              random_state=self.random_state).fit(self._design(unit, Z), self.y_fit_)
-        del self.y_fit_  # the training labels are not part of the model
+                              random_state=self.random_state).fit(self._design(unit, Z), y_index)
         return self
 
     def decision_function(self, X) -> np.ndarray:

@@ -41,8 +41,8 @@ CLASSIC_SECONDS = {
     # 57,418 faces and the whole grid (three settings), nothing else running, took 1,158 s of selection, a
     # 390 s refit (its PublicTest pass) and 1,980 s in all past its features.
     "local_mkl": {"sift_words+hog+lbp+landmarks": 1000},
-    # sift_words+hog+lbp+landmarks__global_mkl__flip: two settings fitted side by side in 252 s, a 214 s refit;
-    # one after another (the registry's way, for memory) about 445 s.
+    # sift_words+hog+lbp+landmarks__global_mkl__flip: its two settings' fits took 195 s and 250 s (side by side),
+    # the refit 214 s; the registry fits them one after another.
     "global_mkl": {"sift_words+hog+lbp+landmarks": 330},
 }
 """Classifier -> feature set -> seconds of selection and fit on all 28,709 Training faces (2 cores)."""
